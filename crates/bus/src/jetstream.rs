@@ -1,0 +1,883 @@
+//! The production bus: NATS JetStream.
+//!
+//! Topology (ensured idempotently by [`JetStreamBus::connect`], so every
+//! ingress and worker process can start in any order, at once):
+//!
+//! - the **work stream** (`TELEDROP_UPDATES` on `teledrop.updates`):
+//!   work-queue retention (a message lives until a worker acks or terms
+//!   it), file storage, a duplicate window for `Nats-Msg-Id`, and a bound
+//!   on the number of messages with `discard: new`, so a full stream
+//!   refuses publishes instead of silently dropping accepted updates;
+//! - the **dead-letter stream** (`TELEDROP_DEADLETTER` on
+//!   `teledrop.deadletter`): limits retention with a maximum age, for
+//!   bodies that passed authentication but are not updates;
+//! - **one durable pull consumer** (`teledrop-workers`) on the work stream,
+//!   explicit ack, `ack_wait`, `max_deliver`. A work-queue stream allows a
+//!   single unfiltered consumer, so every worker process pulls from this
+//!   one; JetStream hands each message to one puller at a time.
+//!
+//! Each [`JetStreamBus`] keeps one pull subscription that asks for one
+//! message at a time, so a busy process holds at most one message it has
+//! not handed out yet (and hoards nothing while other workers idle).
+
+use crate::{Bus, BusError, Delivery, Envelope, Settle};
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, AckKind, ErrorCode};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The header that carries the update id; JetStream deduplicates on it
+/// within the stream's duplicate window.
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Why a body went to the dead-letter stream.
+pub const DEAD_LETTER_REASON_HEADER: &str = "Teledrop-Dead-Letter-Reason";
+/// Longest reason kept in the dead-letter header.
+const MAX_REASON_CHARS: usize = 512;
+/// How long one pull request waits at the server before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Server heartbeat on an idle pull request: a silent server is noticed.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Backoff bounds while the work stream is full.
+const FULL_BACKOFF_START: Duration = Duration::from_millis(10);
+const FULL_BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// Where and how the bus lives in NATS. `Default` gives the production
+/// names and limits; only `url` usually changes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// One server URL or several separated by commas
+    /// (`nats://user:pass@host:4222`, `tls://…`).
+    pub url: String,
+    /// The work-queue stream.
+    pub stream: String,
+    /// The subject updates are published on (the work stream's subject).
+    pub subject: String,
+    /// The stream that keeps dead letters (limits retention).
+    pub dead_letter_stream: String,
+    /// The subject dead letters are published on.
+    pub dead_letter_subject: String,
+    /// The durable pull consumer shared by all workers.
+    pub consumer: String,
+    /// A second publish with the same update id within this window is
+    /// stored once. The catalog's unique update id is the real guard.
+    pub duplicate_window: Duration,
+    /// A delivery not settled (or kept alive with `in_progress`) within
+    /// this time goes to another worker.
+    pub ack_wait: Duration,
+    /// Deliveries per message; the delivery with `attempt == max_deliver`
+    /// is the last one (see [`Bus::max_attempts`]). `-1` is unlimited.
+    /// The worker should `term` (or `ack`) that last delivery: a message
+    /// JetStream gave up on without either stays in the work stream,
+    /// counting toward `max_messages`, though no worker sees it again.
+    pub max_deliver: i64,
+    /// Bound on one publish (PubAck included) and on API requests.
+    pub publish_timeout: Duration,
+    /// Backpressure bound: a work stream holding this many messages
+    /// refuses further publishes until workers catch up.
+    pub max_messages: i64,
+    /// Dead letters older than this are discarded.
+    pub dead_letter_max_age: Duration,
+    /// Stream replicas in a NATS cluster (1 on a single server).
+    pub replicas: usize,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "TELEDROP_UPDATES".into(),
+            subject: "teledrop.updates".into(),
+            dead_letter_stream: "TELEDROP_DEADLETTER".into(),
+            dead_letter_subject: "teledrop.deadletter".into(),
+            consumer: "teledrop-workers".into(),
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 10,
+            publish_timeout: Duration::from_secs(5),
+            max_messages: 1_000_000,
+            dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
+impl fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamConfig")
+            .field("url", &redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("subject", &self.subject)
+            .field("dead_letter_stream", &self.dead_letter_stream)
+            .field("dead_letter_subject", &self.dead_letter_subject)
+            .field("consumer", &self.consumer)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("max_messages", &self.max_messages)
+            .field("dead_letter_max_age", &self.dead_letter_max_age)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl JetStreamConfig {
+    fn validate(&self) -> Result<(), BusError> {
+        let bad = |what: String| Err(BusError::Topology(format!("invalid bus configuration: {what}")));
+        for (field, name) in [
+            ("stream", &self.stream),
+            ("dead_letter_stream", &self.dead_letter_stream),
+            ("consumer", &self.consumer),
+        ] {
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+            {
+                return bad(format!(
+                    "{field} {name:?} must be a non-empty name without '.', '*', '>', slashes or spaces"
+                ));
+            }
+        }
+        for (field, subject) in [
+            ("subject", &self.subject),
+            ("dead_letter_subject", &self.dead_letter_subject),
+        ] {
+            if subject.is_empty() || subject.chars().any(char::is_whitespace) || subject.contains(['*', '>']) {
+                return bad(format!(
+                    "{field} {subject:?} must be a literal subject (no spaces or wildcards)"
+                ));
+            }
+        }
+        if self.stream == self.dead_letter_stream {
+            return bad("stream and dead_letter_stream must differ".into());
+        }
+        if self.subject == self.dead_letter_subject {
+            return bad("subject and dead_letter_subject must differ".into());
+        }
+        if self.max_deliver == 0 || self.max_deliver < -1 {
+            return bad(format!(
+                "max_deliver {} must be positive or -1 (unlimited)",
+                self.max_deliver
+            ));
+        }
+        if self.max_messages == 0 || self.max_messages < -1 {
+            return bad(format!(
+                "max_messages {} must be positive or -1 (unlimited)",
+                self.max_messages
+            ));
+        }
+        for (field, d) in [
+            ("ack_wait", self.ack_wait),
+            ("publish_timeout", self.publish_timeout),
+            ("duplicate_window", self.duplicate_window),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{field} must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    fn work_stream(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream.clone(),
+            description: Some("teledrop: Telegram updates waiting for a worker".into()),
+            subjects: vec![self.subject.clone()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            max_messages: self.max_messages,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas.max(1),
+            ..Default::default()
+        }
+    }
+
+    fn dead_letter(&self) -> stream::Config {
+        stream::Config {
+            name: self.dead_letter_stream.clone(),
+            description: Some("teledrop: authenticated webhook bodies that are not updates".into()),
+            subjects: vec![self.dead_letter_subject.clone()],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            discard: DiscardPolicy::Old,
+            max_age: self.dead_letter_max_age,
+            num_replicas: self.replicas.max(1),
+            ..Default::default()
+        }
+    }
+
+    fn pull_consumer(&self) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.consumer.clone()),
+            description: Some("teledrop: the workers".into()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        }
+    }
+}
+
+/// The JetStream bus. Cheap to clone: clones share the connection and
+/// the pull subscription; separate `connect`s (other processes) share the
+/// durable consumer.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: JetStreamConfig,
+    js: jetstream::Context,
+    puller: Mutex<Puller>,
+    closed: CancellationToken,
+}
+
+struct Puller {
+    consumer: PullConsumer,
+    messages: Option<pull::Stream>,
+    /// After a pull failure the consumer is ensured again before the next
+    /// pull (it may have been deleted, or the server replaced).
+    reensure: bool,
+}
+
+impl fmt::Debug for JetStreamBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JetStreamBus")
+            .field("config", &self.inner.config)
+            .field("closed", &self.inner.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamBus {
+    /// Connects and ensures the topology (see the module docs). Safe to
+    /// run from many processes at once. A stream that exists with other
+    /// settings is updated where JetStream allows it; otherwise this fails
+    /// with [`BusError::Topology`] naming the stream and the settings.
+    pub async fn connect(config: JetStreamConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if servers.is_empty() {
+            return Err(BusError::Topology(
+                "invalid bus configuration: the NATS URL is empty".into(),
+            ));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("teledrop")
+            .connection_timeout(config.publish_timeout)
+            .connect(servers)
+            .await
+            .map_err(|e| BusError::Transport(format!("connecting to NATS at {}: {e}", redact_url(&config.url))))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout)
+            .build(client);
+
+        ensure_stream(&js, config.work_stream()).await?;
+        ensure_stream(&js, config.dead_letter()).await?;
+        let consumer = ensure_consumer(&js, &config).await?;
+        info!(
+            stream = %config.stream,
+            consumer = %config.consumer,
+            dead_letter_stream = %config.dead_letter_stream,
+            "JetStream bus ready"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                js,
+                puller: Mutex::new(Puller {
+                    consumer,
+                    messages: None,
+                    reensure: false,
+                }),
+                closed: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// Stores a body that is authenticated but not a valid update in the
+    /// dead-letter stream, with `reason` in the
+    /// [`DEAD_LETTER_REASON_HEADER`] header (control characters replaced,
+    /// truncated).
+    pub async fn publish_dead_letter(&self, body: Bytes, reason: &str) -> Result<(), BusError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(BusError::Closed);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_LETTER_REASON_HEADER, sanitize_header_value(reason));
+        self.inner
+            .publish_acked(&self.inner.config.dead_letter_subject, headers, body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Readiness: a round trip to the server that reads the work stream.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        let inner = &self.inner;
+        let stream = &inner.config.stream;
+        match tokio::time::timeout(inner.config.publish_timeout, inner.js.get_stream(stream)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Transport(format!("reading stream {stream}: {e}"))),
+            Err(_) => Err(BusError::Transport(format!(
+                "reading stream {stream}: no answer within {:?}",
+                inner.config.publish_timeout
+            ))),
+        }
+    }
+
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.inner.config
+    }
+
+    /// Stops this handle (and its clones): `next` answers `None` and
+    /// `publish` fails with [`BusError::Closed`]. Deliveries already handed
+    /// out can still be settled. A message this process had pulled but not
+    /// handed out goes back to the consumer after `ack_wait`.
+    pub fn close(&self) {
+        self.inner.closed.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+}
+
+/// The headers of an update's message. This is the place where the W3C
+/// trace context (`traceparent`, `tracestate`) is to be injected; on the
+/// worker side it is to be read back from `message.headers` in
+/// `Inner::delivery`, next to [`update_id_of`].
+fn outbound_headers(envelope: &Envelope) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(MSG_ID, envelope.update_id.to_string());
+    headers
+}
+
+impl Inner {
+    /// Publishes and waits for the PubAck within `publish_timeout`. A full
+    /// stream is retried (with backoff) until then: the caller waits, as the
+    /// `Bus` contract says, and gets `PublishTimeout` if no room appears.
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        let deadline = Instant::now() + self.config.publish_timeout;
+        let mut backoff = FULL_BACKOFF_START;
+        loop {
+            let attempt = async {
+                self.js
+                    .publish_with_headers(subject.to_owned(), headers.clone(), body.clone())
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(BusError::PublishTimeout),
+                Ok(Ok(ack)) => {
+                    if ack.duplicate {
+                        debug!(
+                            subject,
+                            sequence = ack.sequence,
+                            "duplicate publish ignored by the stream"
+                        );
+                    }
+                    return Ok(ack);
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::TimedOut => return Err(BusError::PublishTimeout),
+                Ok(Err(e)) if stream_refused_as_full(&e) => {
+                    if Instant::now() + backoff >= deadline {
+                        warn!(subject, error = %e, "the stream stayed full for the whole publish timeout");
+                        return Err(BusError::PublishTimeout);
+                    }
+                    debug!(subject, error = %e, "stream full; waiting for room");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(FULL_BACKOFF_MAX);
+                }
+                Ok(Err(e)) => return Err(BusError::Transport(format!("publishing to {subject}: {e}"))),
+            }
+        }
+    }
+
+    /// Turns a pulled message into a delivery, or settles it here when it
+    /// carries no update id (dead letter) and returns `None`.
+    async fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+        let attempt = match message.info() {
+            Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
+            Err(e) => {
+                warn!(error = %e, "a message without JetStream metadata; counting it as a first delivery");
+                1
+            }
+        };
+        if let Some(update_id) = update_id_of(&message) {
+            let body = message.payload.clone();
+            return Some(Delivery {
+                envelope: Envelope { update_id, body },
+                attempt,
+                settle: Box::new(JetStreamSettle { message }),
+            });
+        }
+        // Nothing a worker can key a job on: keep it for a human, drop it
+        // from the work queue.
+        warn!(subject = %message.subject, "a message without an update id; moving it to the dead-letter stream");
+        let mut headers = HeaderMap::new();
+        headers.insert(DEAD_LETTER_REASON_HEADER, "queued message without an update id");
+        let moved = self
+            .publish_acked(&self.config.dead_letter_subject, headers, message.payload.clone())
+            .await;
+        let settled = match moved {
+            Ok(_) => message.double_ack_with(AckKind::Term).await,
+            Err(e) => {
+                warn!(error = %e, "could not dead-letter a message; it comes back later");
+                message.ack_with(AckKind::Nak(Some(self.config.ack_wait))).await
+            }
+        };
+        if let Err(e) = settled {
+            warn!(error = %e, "could not settle a message without an update id");
+        }
+        None
+    }
+}
+
+/// The update id: the `Nats-Msg-Id` header, else the body's `update_id`.
+fn update_id_of(message: &jetstream::Message) -> Option<i64> {
+    let from_header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MSG_ID))
+        .and_then(|v| v.as_str().trim().parse::<i64>().ok());
+    from_header.or_else(|| {
+        serde_json::from_slice::<serde_json::Value>(&message.payload)
+            .ok()?
+            .get("update_id")?
+            .as_i64()
+    })
+}
+
+/// The PubAck error a `discard: new` stream answers when it is full
+/// ("maximum messages exceeded", JetStream error code 10077).
+fn stream_refused_as_full(e: &PublishError) -> bool {
+    e.source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| api.error_code() == ErrorCode::STREAM_STORE_FAILED)
+}
+
+#[async_trait]
+impl Bus for JetStreamBus {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(BusError::Closed);
+        }
+        let headers = outbound_headers(&envelope);
+        self.inner
+            .publish_acked(&self.inner.config.subject, headers, envelope.body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Cancel-safe: a message pulled while the caller gave up stays in
+    /// this handle's subscription and is handed out by the next call.
+    async fn next(&self) -> Result<Option<Delivery>, BusError> {
+        let inner = &self.inner;
+        let mut puller = tokio::select! {
+            biased;
+            _ = inner.closed.cancelled() => return Ok(None),
+            p = inner.puller.lock() => p,
+        };
+        // A pull subscription that ends without a message twice in a row
+        // is broken beyond reopening: report it instead of spinning.
+        let mut empty_ends = 0;
+        loop {
+            if inner.closed.is_cancelled() {
+                puller.messages = None;
+                return Ok(None);
+            }
+            let p = &mut *puller;
+            let messages = match p.messages {
+                Some(ref mut messages) => messages,
+                None => {
+                    if p.reensure {
+                        p.consumer = ensure_consumer(&inner.js, &inner.config).await?;
+                        p.reensure = false;
+                    }
+                    // One message per pull request: nothing is hoarded
+                    // while this process is busy and others are idle.
+                    let opened = p
+                        .consumer
+                        .stream()
+                        .max_messages_per_batch(1)
+                        .expires(PULL_EXPIRES)
+                        .heartbeat(PULL_HEARTBEAT)
+                        .messages()
+                        .await
+                        .map_err(|e| {
+                            BusError::Transport(format!("pulling from consumer {}: {e}", inner.config.consumer))
+                        })?;
+                    p.messages.insert(opened)
+                }
+            };
+            let item = tokio::select! {
+                biased;
+                _ = inner.closed.cancelled() => {
+                    puller.messages = None;
+                    return Ok(None);
+                }
+                item = messages.next() => item,
+            };
+            match item {
+                Some(Ok(message)) => {
+                    empty_ends = 0;
+                    if let Some(delivery) = inner.delivery(message).await {
+                        return Ok(Some(delivery));
+                    }
+                }
+                Some(Err(e)) => {
+                    puller.messages = None;
+                    puller.reensure = true;
+                    return Err(BusError::Transport(format!(
+                        "pulling from consumer {}: {e}",
+                        inner.config.consumer
+                    )));
+                }
+                None => {
+                    puller.messages = None;
+                    empty_ends += 1;
+                    if empty_ends >= 2 {
+                        puller.reensure = true;
+                        return Err(BusError::Transport(format!(
+                            "the pull subscription on consumer {} keeps ending",
+                            inner.config.consumer
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn max_attempts(&self) -> Option<u32> {
+        u32::try_from(self.inner.config.max_deliver).ok().filter(|n| *n > 0)
+    }
+}
+
+struct JetStreamSettle {
+    message: jetstream::Message,
+}
+
+fn settle_error(what: &str, e: impl fmt::Display) -> BusError {
+    BusError::Transport(format!("{what} failed: {e}"))
+}
+
+#[async_trait]
+impl Settle for JetStreamSettle {
+    /// Waits for the server to confirm the ack, so `Ok` means the message
+    /// is gone from the work queue.
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.message.double_ack().await.map_err(|e| settle_error("ack", e))
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BusError> {
+        let kind = if delay.is_zero() {
+            AckKind::Nak(None)
+        } else {
+            AckKind::Nak(Some(delay))
+        };
+        self.message.ack_with(kind).await.map_err(|e| settle_error("nak", e))
+    }
+
+    /// Confirmed like `ack`: the message is removed and never redelivered.
+    async fn term(self: Box<Self>) -> Result<(), BusError> {
+        self.message
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(|e| settle_error("term", e))
+    }
+
+    /// Restarts the `ack_wait` clock of this delivery.
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| settle_error("in-progress ack", e))
+    }
+}
+
+// ---- topology -----------------------------------------------------------------
+
+/// The settings teledrop manages on a stream, as `(name, wanted, found)`
+/// for those that differ.
+fn stream_differences(want: &stream::Config, have: &stream::Config) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut check = |name: &str, w: String, h: String| {
+        if w != h {
+            diffs.push(format!("{name} (wanted {w}, found {h})"));
+        }
+    };
+    let mut ws = want.subjects.clone();
+    let mut hs = have.subjects.clone();
+    ws.sort();
+    hs.sort();
+    check("subjects", format!("{ws:?}"), format!("{hs:?}"));
+    check(
+        "retention",
+        format!("{:?}", want.retention),
+        format!("{:?}", have.retention),
+    );
+    check("storage", format!("{:?}", want.storage), format!("{:?}", have.storage));
+    check("discard", format!("{:?}", want.discard), format!("{:?}", have.discard));
+    // The server stores 0 ("no limit") as -1.
+    let limit = |n: i64| if n <= 0 { -1 } else { n };
+    check(
+        "max_msgs",
+        limit(want.max_messages).to_string(),
+        limit(have.max_messages).to_string(),
+    );
+    check("max_age", format!("{:?}", want.max_age), format!("{:?}", have.max_age));
+    if !want.duplicate_window.is_zero() {
+        check(
+            "duplicate_window",
+            format!("{:?}", want.duplicate_window),
+            format!("{:?}", have.duplicate_window),
+        );
+    }
+    check(
+        "num_replicas",
+        want.num_replicas.max(1).to_string(),
+        have.num_replicas.max(1).to_string(),
+    );
+    diffs
+}
+
+/// Ensures a stream with `want`'s managed settings exists: creates it, or
+/// updates an existing one (keeping the settings teledrop does not manage).
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<(), BusError> {
+    let name = want.name.clone();
+    // Another process may create the stream between our read and our
+    // create; a few rounds settle every such race.
+    for _ in 0..5 {
+        match js.get_stream(&name).await {
+            Ok(existing) => {
+                let have = &existing.cached_info().config;
+                let diffs = stream_differences(&want, have);
+                if diffs.is_empty() {
+                    return Ok(());
+                }
+                let mut updated = have.clone();
+                updated.subjects = want.subjects.clone();
+                updated.retention = want.retention;
+                updated.storage = want.storage;
+                updated.discard = want.discard;
+                updated.max_messages = want.max_messages;
+                updated.max_age = want.max_age;
+                if !want.duplicate_window.is_zero() {
+                    updated.duplicate_window = want.duplicate_window;
+                }
+                updated.num_replicas = want.num_replicas;
+                let listed = diffs.join(", ");
+                return match js.update_stream(&updated).await {
+                    Ok(_) => {
+                        info!(stream = %name, changed = %listed, "updated the stream's settings");
+                        Ok(())
+                    }
+                    Err(e) => match e.kind() {
+                        CreateStreamErrorKind::JetStream(api) => Err(BusError::Topology(format!(
+                            "stream {name} exists with different settings: {listed}; the server refuses to \
+                             change them ({api}). Move its messages elsewhere and delete the stream, or \
+                             configure teledrop to use another stream name"
+                        ))),
+                        _ => Err(BusError::Transport(format!("updating stream {name}: {e}"))),
+                    },
+                };
+            }
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                match js.create_stream(want.clone()).await {
+                    Ok(_) => {
+                        info!(stream = %name, "created the stream");
+                        return Ok(());
+                    }
+                    // Created meanwhile by someone else: compare again.
+                    Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref api) if api.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(match e.kind() {
+                            CreateStreamErrorKind::JetStream(api) => {
+                                BusError::Topology(format!("creating stream {name}: {api}"))
+                            }
+                            _ => BusError::Transport(format!("creating stream {name}: {e}")),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(BusError::Transport(format!("reading stream {name}: {e}"))),
+        }
+    }
+    Err(BusError::Topology(format!(
+        "stream {name} keeps changing while teledrop ensures it; is another deployment using it with other settings?"
+    )))
+}
+
+/// Creates the durable pull consumer, or updates it to the wanted settings
+/// (JetStream's create-or-update is idempotent for an identical config).
+async fn ensure_consumer(js: &jetstream::Context, config: &JetStreamConfig) -> Result<PullConsumer, BusError> {
+    let stream = js
+        .get_stream_no_info(&config.stream)
+        .await
+        .map_err(|e| BusError::Topology(format!("stream {}: {e}", config.stream)))?;
+    stream
+        .create_consumer(config.pull_consumer())
+        .await
+        .map_err(|e| match e.kind() {
+            jetstream::stream::ConsumerErrorKind::JetStream(api) => BusError::Topology(format!(
+                "consumer {} on stream {}: {api}. (A work-queue stream takes a single consumer, \
+                 shared by all workers: delete any other consumer on it. Settings the server cannot \
+                 change need the consumer deleted and created again.)",
+                config.consumer, config.stream
+            )),
+            _ => BusError::Transport(format!(
+                "ensuring consumer {} on stream {}: {e}",
+                config.consumer, config.stream
+            )),
+        })
+}
+
+// ---- small helpers ----------------------------------------------------------
+
+/// The URL(s) with any user info (user, password, token) masked.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let start = part.find("://").map_or(0, |i| i + 3);
+            let authority_end = part[start..].find('/').map_or(part.len(), |i| start + i);
+            match part[start..authority_end].rfind('@') {
+                Some(at) => format!("{}***{}", &part[..start], &part[start + at..]),
+                None => part.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A header value: no control characters (CR/LF would break the
+/// protocol), at most [`MAX_REASON_CHARS`] characters.
+fn sanitize_header_value(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    let trimmed = cleaned.trim();
+    if trimmed.is_empty() {
+        "unspecified".into()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("nats://user:secret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact_url("tok@nats"), "***@nats");
+        assert_eq!(
+            redact_url("nats://a:b@one:4222, tls://t0ken@two:4222/x@y"),
+            "nats://***@one:4222,tls://***@two:4222/x@y"
+        );
+        let debug = format!(
+            "{:?}",
+            JetStreamConfig {
+                url: "nats://u:hunter2@h:4222".into(),
+                ..Default::default()
+            }
+        );
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn sanitizes_reasons() {
+        assert_eq!(sanitize_header_value("bad\r\njson\tbody"), "bad  json body");
+        assert_eq!(sanitize_header_value("\n"), "unspecified");
+        assert_eq!(sanitize_header_value(&"x".repeat(2000)).len(), MAX_REASON_CHARS);
+    }
+
+    #[test]
+    fn validates_the_configuration() {
+        assert!(JetStreamConfig::default().validate().is_ok());
+        for broken in [
+            JetStreamConfig {
+                stream: "a.b".into(),
+                ..Default::default()
+            },
+            JetStreamConfig {
+                consumer: String::new(),
+                ..Default::default()
+            },
+            JetStreamConfig {
+                subject: "teledrop.*".into(),
+                ..Default::default()
+            },
+            JetStreamConfig {
+                dead_letter_subject: "teledrop.updates".into(),
+                ..Default::default()
+            },
+            JetStreamConfig {
+                dead_letter_stream: "TELEDROP_UPDATES".into(),
+                ..Default::default()
+            },
+            JetStreamConfig {
+                max_deliver: 0,
+                ..Default::default()
+            },
+            JetStreamConfig {
+                max_messages: 0,
+                ..Default::default()
+            },
+            JetStreamConfig {
+                ack_wait: Duration::ZERO,
+                ..Default::default()
+            },
+        ] {
+            let err = broken.validate().expect_err("invalid config accepted");
+            assert_eq!(err.label(), "topology", "{err}");
+        }
+    }
+
+    #[test]
+    fn compares_only_managed_stream_settings() {
+        let config = JetStreamConfig::default();
+        let want = config.work_stream();
+        let mut have = want.clone();
+        // What the server fills in is not a difference.
+        have.max_bytes = -1;
+        have.max_consumers = -1;
+        have.num_replicas = 1;
+        assert!(stream_differences(&want, &have).is_empty());
+        have.storage = StorageType::Memory;
+        have.max_messages = 5;
+        let diffs = stream_differences(&want, &have);
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        assert!(diffs[0].starts_with("storage"), "{diffs:?}");
+    }
+}

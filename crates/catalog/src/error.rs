@@ -1,0 +1,45 @@
+use teledrop_core::{IllegalTransition, JobState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("database URL must start with postgres://, postgresql:// or sqlite:")]
+    UnsupportedUrl,
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("applying migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("job is {actual}, not {expected}")]
+    StateConflict { expected: JobState, actual: JobState },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl CatalogError {
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::UnsupportedUrl => "unsupported_url",
+            Self::Connect(_) => "connect",
+            Self::Migrate(_) => "migrate",
+            Self::Query(_) => "query",
+            Self::NotFound(_) => "not_found",
+            Self::IllegalTransition(_) => "illegal_transition",
+            Self::StateConflict { .. } => "state_conflict",
+            Self::Corrupt(_) => "corrupt",
+        }
+    }
+
+    /// Whether the same call may succeed later (connection trouble).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        )
+    }
+}

@@ -1,0 +1,264 @@
+//! The metadata store.
+//!
+//! One trait, [`Catalog`], with a Postgres implementation (production) and
+//! a SQLite implementation (`standalone`), each with its own migrations
+//! under `migrations/<backend>/`. Both pass the same conformance suite
+//! (`tests/conformance.rs`).
+//!
+//! Tables (see the migrations for columns):
+//! - `jobs`: one row per accepted update (`update_id` unique), holding the
+//!   [`IncomingFile`] as JSON so a job can be resumed from the catalog
+//!   alone; `job_events` is its timeline.
+//! - `blobs`: one row per stored Telegram `file_unique_id` → object key,
+//!   size, SHA-256. Shared by every file row with that unique id and
+//!   removed with the last live one.
+//! - `files`: one row per stored message; `links`: tokens to files.
+//! - `usage`: per-user bytes and files, changed only inside the
+//!   transactions that add or delete files, so it is always exact.
+//! - `policies`: retention and quota rules in force.
+//!
+//! Conventions both backends keep (checked by the conformance suite):
+//! - timestamps are stored with millisecond precision; values passed in
+//!   (link expiry, download times) are truncated to it, so what a call
+//!   returns equals what a later read returns;
+//! - a job keeps its *last* error: a change carrying an error kind (or
+//!   failing the job) sets `error_kind`/`error_detail`, other changes
+//!   leave them; the events hold the whole history;
+//! - `files.file_unique_id` has no foreign key to `blobs`, because the
+//!   blob row goes with the last live file while deleted file rows stay;
+//! - a stored value a core type rejects (negative size, unknown state,
+//!   bad key…) is reported as [`CatalogError::Corrupt`], and so is a
+//!   `u64` too large for the database's signed 64-bit integers.
+
+mod common;
+mod error;
+mod postgres;
+mod sqlite;
+
+pub use error::CatalogError;
+pub use postgres::PgCatalog;
+pub use sqlite::SqliteCatalog;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use teledrop_core::{
+    BlobRecord, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
+    LinkToken, MessageId, NewLink, ObjectKey, Sha256, UpdateId, Usage, UserId,
+};
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// The outcome of recording an update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// First time this `update_id` is seen: a new pending job.
+    New(JobRecord),
+    /// Seen before (redelivery, Telegram retry, restart): the existing job.
+    Duplicate(JobRecord),
+}
+
+impl Accepted {
+    pub fn job(&self) -> &JobRecord {
+        match self {
+            Self::New(j) | Self::Duplicate(j) => j,
+        }
+    }
+    pub fn into_job(self) -> JobRecord {
+        match self {
+            Self::New(j) | Self::Duplicate(j) => j,
+        }
+    }
+}
+
+/// A state change, applied only if the job is still in `from`
+/// (compare-and-set), so two workers cannot both move one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: JobState,
+    pub to: JobState,
+    pub error_kind: Option<ErrorKind>,
+    /// Human-readable detail for the timeline (already redacted).
+    pub note: String,
+}
+
+impl Transition {
+    pub fn new(from: JobState, to: JobState, note: impl Into<String>) -> Self {
+        Self {
+            from,
+            to,
+            error_kind: None,
+            note: note.into(),
+        }
+    }
+    pub fn failed(from: JobState, kind: ErrorKind, note: impl Into<String>) -> Self {
+        Self {
+            from,
+            to: JobState::Failed,
+            error_kind: Some(kind),
+            note: note.into(),
+        }
+    }
+    pub fn retry(kind: ErrorKind, note: impl Into<String>) -> Self {
+        Self {
+            from: JobState::Running,
+            to: JobState::Pending,
+            error_kind: Some(kind),
+            note: note.into(),
+        }
+    }
+}
+
+/// Bytes that now exist in object storage for a job's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub object_key: ObjectKey,
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+/// What [`Catalog::commit_stored`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub job: JobRecord,
+    pub file: FileRecord,
+    pub link: LinkRecord,
+    /// Another job stored the same `file_unique_id` first: the blob passed
+    /// in was not recorded and its object should be deleted by the caller.
+    pub redundant_object: Option<ObjectKey>,
+}
+
+/// Downloads counted by a link server since its last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadHit {
+    pub file_id: FileId,
+    pub count: u64,
+    pub last_at: DateTime<Utc>,
+}
+
+/// A retention/quota policy as stored: its spec is opaque JSON here; the
+/// controller crate owns its schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRow {
+    /// `namespace/name` for Kubernetes objects, the file name for standalone.
+    pub key: String,
+    pub generation: i64,
+    pub spec: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Which engine, for logs and metrics: `"postgres"` or `"sqlite"`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies this backend's migrations. Safe to run from several
+    /// processes at once.
+    async fn migrate(&self) -> Result<()>;
+
+    /// A cheap round trip, for readiness probes.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- jobs ------------------------------------------------------------
+
+    /// Records an accepted update as a pending job, exactly once per
+    /// `update_id`, with a creation event. A repeated `update_id` returns
+    /// the job as first recorded (its `incoming` is not replaced).
+    async fn accept_job(&self, update_id: UpdateId, incoming: &IncomingFile) -> Result<Accepted>;
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>>;
+
+    async fn job_by_update(&self, update_id: UpdateId) -> Result<Option<JobRecord>>;
+
+    /// The one way a job changes state (besides [`Catalog::commit_stored`],
+    /// which moves running → stored with the file in the same
+    /// transaction). Refuses illegal edges
+    /// ([`CatalogError::IllegalTransition`]) and jobs no longer in
+    /// `change.from` ([`CatalogError::StateConflict`]); entering `running`
+    /// counts an attempt; every change appends a job event. `running →
+    /// stored` is refused here too (`IllegalTransition`): a stored job needs
+    /// its file, so only `commit_stored` takes that edge. An unknown job is
+    /// [`CatalogError::NotFound`].
+    async fn transition(&self, id: JobId, change: Transition) -> Result<JobRecord>;
+
+    /// Remembers the bot's status message for the job's final reply.
+    async fn set_status_message(&self, id: JobId, message_id: MessageId) -> Result<()>;
+
+    /// Jobs in `pending` or `running`, oldest first.
+    async fn unfinished_jobs(&self, limit: u32) -> Result<Vec<JobRecord>>;
+
+    /// Records that the user was told the outcome of a final job.
+    /// Refuses a job that is not final ([`CatalogError::StateConflict`]).
+    async fn mark_replied(&self, id: JobId) -> Result<()>;
+
+    /// Final jobs whose outcome the user was not told yet (the process
+    /// died between commit and reply), oldest first.
+    async fn unreplied_jobs(&self, limit: u32) -> Result<Vec<JobRecord>>;
+
+    /// The job's timeline, oldest first.
+    async fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>>;
+
+    // ---- files -----------------------------------------------------------
+
+    /// The blob already stored for a Telegram `file_unique_id`.
+    async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>>;
+
+    /// In one transaction: records the blob (or reuses the one already
+    /// recorded for the job's `file_unique_id`), inserts the file row and
+    /// the link, adds to the owner's usage, and moves the job running →
+    /// stored with an event. The file row takes its size, digest and key
+    /// from the blob as recorded. A job not in `running` (or unknown) is
+    /// refused and nothing is written.
+    async fn commit_stored(&self, job: JobId, blob: StoredBlob, link: NewLink) -> Result<Committed>;
+
+    /// Removes the blob row of `file_unique_id` if it still names
+    /// `object_key`: for a blob whose object was found missing, so the
+    /// next upload of the same file records a fresh one. Returns whether a
+    /// row was removed.
+    async fn forget_blob(&self, file_unique_id: &str, object_key: &ObjectKey) -> Result<bool>;
+
+    async fn file(&self, id: FileId) -> Result<Option<FileRecord>>;
+
+    async fn links_of(&self, file: FileId) -> Result<Vec<LinkRecord>>;
+
+    /// The link and its file, whatever their state; the caller decides
+    /// with [`LinkRecord::check`].
+    async fn resolve_link(&self, token: LinkToken) -> Result<Option<(LinkRecord, FileRecord)>>;
+
+    /// Adds download counts and moves last-download times forward (never
+    /// back), in one transaction. Hits for unknown files are dropped.
+    async fn record_downloads(&self, hits: &[DownloadHit]) -> Result<()>;
+
+    /// What a user owns now; zeros for a user who never stored anything.
+    async fn usage(&self, user: UserId) -> Result<Usage>;
+
+    /// In one transaction: marks the file deleted, revokes its links,
+    /// subtracts it from usage and, if no live file uses its blob any
+    /// more, removes the blob row and returns its key for the caller to
+    /// delete. Deleting a deleted file changes nothing and returns `None`;
+    /// an unknown file is [`CatalogError::NotFound`].
+    async fn delete_file(&self, id: FileId) -> Result<Option<ObjectKey>>;
+
+    // ---- policies --------------------------------------------------------
+
+    /// Inserts or replaces the policy stored under `key`.
+    async fn upsert_policy(&self, key: &str, generation: i64, spec: &serde_json::Value) -> Result<()>;
+
+    /// Whether a policy was stored under `key`.
+    async fn delete_policy(&self, key: &str) -> Result<bool>;
+
+    /// Every policy, ordered by key (byte order).
+    async fn policies(&self) -> Result<Vec<PolicyRow>>;
+}
+
+/// Opens the catalog a URL names: `postgres://…` / `postgresql://…` or
+/// `sqlite://path` (created when missing; `sqlite::memory:` for tests).
+pub async fn connect(url: &str) -> Result<Arc<dyn Catalog>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgCatalog::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteCatalog::connect(url).await?))
+    } else {
+        Err(CatalogError::UnsupportedUrl)
+    }
+}

@@ -1,0 +1,629 @@
+//! The production catalog on Postgres.
+//!
+//! Concurrency: transactions run at READ COMMITTED. Rows that a
+//! transaction reads and then changes are locked first, always in the same
+//! order (job or file → blob → usage), so concurrent workers, link servers
+//! and sweeps neither lose updates nor deadlock:
+//! - `commit_stored` locks the job (`FOR UPDATE`), then upserts the blob
+//!   with `ON CONFLICT DO UPDATE`, which locks the blob row (or retries the
+//!   insert if a concurrent delete removed it);
+//! - `delete_file` locks the file, then the blob row, and only then counts
+//!   the live files that still use the blob, so a file committed
+//!   concurrently for the same blob is either seen or waited for.
+
+use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
+use crate::{Accepted, Catalog, CatalogError, Committed, DownloadHit, PolicyRow, Result, StoredBlob, Transition};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use std::time::Duration;
+use teledrop_core::file::FileState;
+use teledrop_core::{
+    BlobRecord, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
+    LinkToken, MessageId, NewLink, ObjectKey, UpdateId, Usage, UserId,
+};
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per process. Workers, link servers and the controller each
+/// hold one pool; the default Postgres limit (100) leaves room for several
+/// replicas of each.
+const MAX_CONNECTIONS: u32 = 16;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct PgCatalog {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PgCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never print it.
+        f.debug_struct("PgCatalog").finish_non_exhaustive()
+    }
+}
+
+impl PgCatalog {
+    /// Opens a pool on `url` and checks that the server answers.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(IDLE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(CatalogError::Connect)?;
+        Ok(Self { pool })
+    }
+
+    async fn job_state(conn: &mut PgConnection, id: JobId) -> Result<Option<JobState>> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(conn)
+            .await?;
+        state.map(|s| common::parse(&s, "job state")).transpose()
+    }
+
+    async fn insert_event(
+        conn: &mut PgConnection,
+        job: JobId,
+        at: DateTime<Utc>,
+        from: Option<JobState>,
+        to: JobState,
+        error_kind: Option<ErrorKind>,
+        note: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, from_state, to_state, error_kind, note) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(job.as_uuid())
+        .bind(at)
+        .bind(from.map(JobState::as_str))
+        .bind(to.as_str())
+        .bind(error_kind.map(ErrorKind::as_str))
+        .bind(note)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Cols for PgRow {
+    fn uuid(&self, col: &str) -> Result<Uuid> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_uuid(&self, col: &str) -> Result<Option<Uuid>> {
+        Ok(self.try_get(col)?)
+    }
+    fn ts(&self, col: &str) -> Result<DateTime<Utc>> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_ts(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<String> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T> {
+        let v: serde_json::Value = self.try_get(col)?;
+        common::json_value(v, col)
+    }
+}
+
+#[async_trait]
+impl Catalog for PgCatalog {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        // sqlx holds a session-level advisory lock (keyed on the database
+        // name) while it migrates, so concurrent callers wait and then find
+        // nothing left to do. On failure it returns without unlocking:
+        // close that connection rather than return it to the pool with the
+        // lock still held. (`run_direct` is `run` on a connection we hold,
+        // without the `Acquire` bound that trips async-trait's Send check.)
+        let mut conn = self.pool.acquire().await?;
+        match MIGRATOR.run_direct(None, &mut *conn, false).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                conn.close_on_drop();
+                Err(CatalogError::Migrate(e))
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn accept_job(&self, update_id: UpdateId, incoming: &IncomingFile) -> Result<Accepted> {
+        let id = JobId::new();
+        let now = common::now();
+        let mut tx = self.pool.begin().await?;
+        // A concurrent insert of the same update_id makes this wait for
+        // that transaction, then do nothing: exactly one caller inserts.
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, update_id, user_id, chat_id, message_id, incoming, state, attempts, \
+                               created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
+             ON CONFLICT (update_id) DO NOTHING",
+        )
+        .bind(id.as_uuid())
+        .bind(update_id.0)
+        .bind(incoming.user_id.0)
+        .bind(incoming.chat_id.0)
+        .bind(i64::from(incoming.message_id.0))
+        .bind(Json(incoming))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            Self::insert_event(&mut tx, id, now, None, JobState::Pending, None, "accepted").await?;
+        }
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE update_id = $1"))
+            .bind(update_id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = common::job_from(&row)?;
+        tx.commit().await?;
+        Ok(if inserted {
+            Accepted::New(job)
+        } else {
+            Accepted::Duplicate(job)
+        })
+    }
+
+    async fn job(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(common::job_from).transpose()
+    }
+
+    async fn job_by_update(&self, update_id: UpdateId) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE update_id = $1"))
+            .bind(update_id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(common::job_from).transpose()
+    }
+
+    async fn transition(&self, id: JobId, change: Transition) -> Result<JobRecord> {
+        common::check_transition(&change)?;
+        let update = common::transition_update(&change);
+        let now = common::now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = $3, attempts = attempts + $4, error_kind = COALESCE($5, error_kind), \
+                 error_detail = CASE WHEN $6 THEN $7 ELSE error_detail END, updated_at = $8 \
+             WHERE id = $1 AND state = $2 RETURNING ",
+            job_cols!()
+        ))
+        .bind(id.as_uuid())
+        .bind(change.from.as_str())
+        .bind(change.to.as_str())
+        .bind(update.attempts_delta)
+        .bind(update.error_kind)
+        .bind(update.sets_detail)
+        .bind(update.detail)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return match Self::job_state(&mut tx, id).await? {
+                None => Err(CatalogError::NotFound("job")),
+                Some(actual) => Err(CatalogError::StateConflict {
+                    expected: change.from,
+                    actual,
+                }),
+            };
+        };
+        let job = common::job_from(&row)?;
+        Self::insert_event(
+            &mut tx,
+            id,
+            now,
+            Some(change.from),
+            change.to,
+            change.error_kind,
+            &change.note,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn set_status_message(&self, id: JobId, message_id: MessageId) -> Result<()> {
+        let done = sqlx::query("UPDATE jobs SET status_message_id = $2, updated_at = $3 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(i64::from(message_id.0))
+            .bind(common::now())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(CatalogError::NotFound("job"));
+        }
+        Ok(())
+    }
+
+    async fn unfinished_jobs(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE state IN ('pending', 'running') ORDER BY created_at, id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(common::job_from).collect()
+    }
+
+    async fn mark_replied(&self, id: JobId) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE jobs SET replied_at = COALESCE(replied_at, $2) WHERE id = $1 AND state IN ('stored', 'failed')",
+        )
+        .bind(id.as_uuid())
+        .bind(common::now())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return match self.job(id).await? {
+                None => Err(CatalogError::NotFound("job")),
+                Some(j) => Err(CatalogError::StateConflict {
+                    expected: JobState::Stored,
+                    actual: j.state,
+                }),
+            };
+        }
+        Ok(())
+    }
+
+    async fn unreplied_jobs(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE state IN ('stored', 'failed') AND replied_at IS NULL ORDER BY created_at, id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(common::job_from).collect()
+    }
+
+    async fn forget_blob(&self, file_unique_id: &str, object_key: &ObjectKey) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM blobs WHERE file_unique_id = $1 AND object_key = $2")
+            .bind(file_unique_id)
+            .bind(object_key.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM job_events WHERE job_id = $1 ORDER BY seq"
+        ))
+        .bind(id.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(common::event_from).collect()
+    }
+
+    async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            blob_cols!(),
+            " FROM blobs WHERE file_unique_id = $1"
+        ))
+        .bind(file_unique_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(common::blob_from).transpose()
+    }
+
+    async fn commit_stored(&self, job_id: JobId, blob: StoredBlob, link: NewLink) -> Result<Committed> {
+        let size = common::to_i64(blob.size, "blob size")?;
+        let max_downloads = link
+            .max_downloads
+            .map(|m| common::to_i64(m, "max downloads"))
+            .transpose()?;
+        let expires_at = link.expires_at.map(common::truncate_ms);
+        let now = common::now();
+        let mut tx = self.pool.begin().await?;
+
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1 FOR UPDATE"))
+            .bind(job_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(CatalogError::NotFound("job"))?;
+        let job = common::job_from(&row)?;
+        if job.state != JobState::Running {
+            return Err(CatalogError::StateConflict {
+                expected: JobState::Running,
+                actual: job.state,
+            });
+        }
+        let incoming = &job.incoming;
+
+        // Insert the blob, or lock and return the one already recorded.
+        let row = sqlx::query(concat!(
+            "INSERT INTO blobs (file_unique_id, object_key, size, sha256, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (file_unique_id) DO UPDATE SET size = blobs.size RETURNING ",
+            blob_cols!()
+        ))
+        .bind(&incoming.file_unique_id)
+        .bind(blob.object_key.as_str())
+        .bind(size)
+        .bind(blob.sha256.to_hex())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored = common::blob_from(&row)?;
+        let redundant_object = (stored.object_key != blob.object_key).then_some(blob.object_key);
+        let stored_size = common::to_i64(stored.size, "blob size")?;
+
+        let row = sqlx::query(concat!(
+            "INSERT INTO files (id, owner, chat_id, message_id, kind, file_unique_id, name, mime_type, size, \
+                                sha256, object_key, state, created_at, download_count) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12, 0) RETURNING ",
+            file_cols!()
+        ))
+        .bind(FileId::new().as_uuid())
+        .bind(incoming.user_id.0)
+        .bind(incoming.chat_id.0)
+        .bind(i64::from(incoming.message_id.0))
+        .bind(incoming.kind.as_str())
+        .bind(&incoming.file_unique_id)
+        .bind(&incoming.file_name)
+        .bind(&incoming.mime_type)
+        .bind(stored_size)
+        .bind(stored.sha256.to_hex())
+        .bind(stored.object_key.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let file = common::file_from(&row)?;
+
+        let row = sqlx::query(concat!(
+            "INSERT INTO links (token, file_id, created_at, expires_at, max_downloads) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            link_cols!()
+        ))
+        .bind(link.token.as_uuid())
+        .bind(file.id.as_uuid())
+        .bind(now)
+        .bind(expires_at)
+        .bind(max_downloads)
+        .fetch_one(&mut *tx)
+        .await?;
+        let link = common::link_from(&row, "")?;
+
+        sqlx::query(
+            "INSERT INTO usage (user_id, bytes, files) VALUES ($1, $2, 1) \
+             ON CONFLICT (user_id) DO UPDATE SET bytes = usage.bytes + EXCLUDED.bytes, files = usage.files + 1",
+        )
+        .bind(file.owner.0)
+        .bind(stored_size)
+        .execute(&mut *tx)
+        .await?;
+
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'stored', file_id = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            job_cols!()
+        ))
+        .bind(job_id.as_uuid())
+        .bind(file.id.as_uuid())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = common::job_from(&row)?;
+        let note = if redundant_object.is_some() {
+            "stored (blob already present)"
+        } else {
+            "stored"
+        };
+        Self::insert_event(
+            &mut tx,
+            job_id,
+            now,
+            Some(JobState::Running),
+            JobState::Stored,
+            None,
+            note,
+        )
+        .await?;
+
+        tx.commit().await?;
+        Ok(Committed {
+            job,
+            file,
+            link,
+            redundant_object,
+        })
+    }
+
+    async fn file(&self, id: FileId) -> Result<Option<FileRecord>> {
+        let row = sqlx::query(concat!("SELECT ", file_cols!(), " FROM files WHERE id = $1"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(common::file_from).transpose()
+    }
+
+    async fn links_of(&self, file: FileId) -> Result<Vec<LinkRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            link_cols!(),
+            " FROM links WHERE file_id = $1 ORDER BY created_at, token"
+        ))
+        .bind(file.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| common::link_from(r, "")).collect()
+    }
+
+    async fn resolve_link(&self, token: LinkToken) -> Result<Option<(LinkRecord, FileRecord)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            link_file_cols!(),
+            " FROM links l JOIN files f ON f.id = l.file_id WHERE l.token = $1"
+        ))
+        .bind(token.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((common::link_from(&r, "l_")?, common::file_from(&r)?)))
+            .transpose()
+    }
+
+    async fn record_downloads(&self, hits: &[DownloadHit]) -> Result<()> {
+        let merged = common::merge_hits(hits)?;
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, count, at) in merged {
+            sqlx::query(
+                "UPDATE files SET download_count = download_count + $2, \
+                     last_download_at = GREATEST(last_download_at, $3) \
+                 WHERE id = $1",
+            )
+            .bind(id.as_uuid())
+            .bind(count)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn usage(&self, user: UserId) -> Result<Usage> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT bytes, files FROM usage WHERE user_id = $1")
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (bytes, files) = row.unwrap_or((0, 0));
+        Ok(Usage {
+            user_id: user,
+            bytes: common::to_u64(bytes, "usage bytes")?,
+            files: common::to_u64(files, "usage files")?,
+        })
+    }
+
+    async fn delete_file(&self, id: FileId) -> Result<Option<ObjectKey>> {
+        let now = common::now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!("SELECT ", file_cols!(), " FROM files WHERE id = $1 FOR UPDATE"))
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(CatalogError::NotFound("file"))?;
+        let file = common::file_from(&row)?;
+        if file.state == FileState::Deleted {
+            return Ok(None);
+        }
+        // Lock the blob before counting its users (see the module docs).
+        let blob_key: Option<String> =
+            sqlx::query_scalar("SELECT object_key FROM blobs WHERE file_unique_id = $1 FOR UPDATE")
+                .bind(&file.file_unique_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+
+        sqlx::query("UPDATE files SET state = 'deleted', deleted_at = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE links SET revoked_at = $2 WHERE file_id = $1 AND revoked_at IS NULL")
+            .bind(id.as_uuid())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let usage = sqlx::query("UPDATE usage SET bytes = bytes - $2, files = files - 1 WHERE user_id = $1")
+            .bind(file.owner.0)
+            .bind(common::to_i64(file.size, "file size")?)
+            .execute(&mut *tx)
+            .await?;
+        if usage.rows_affected() != 1 {
+            return Err(common::corrupt(format!(
+                "no usage row for user {} who owns a live file",
+                file.owner
+            )));
+        }
+
+        let mut released = None;
+        if let Some(key) = blob_key {
+            let still_used: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE file_unique_id = $1 AND state = 'active')",
+            )
+            .bind(&file.file_unique_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !still_used {
+                sqlx::query("DELETE FROM blobs WHERE file_unique_id = $1")
+                    .bind(&file.file_unique_id)
+                    .execute(&mut *tx)
+                    .await?;
+                released = Some(common::parse(&key, "object key")?);
+            }
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn upsert_policy(&self, key: &str, generation: i64, spec: &serde_json::Value) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policies (key, generation, spec, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET generation = EXCLUDED.generation, spec = EXCLUDED.spec, \
+                 updated_at = EXCLUDED.updated_at",
+        )
+        .bind(key)
+        .bind(generation)
+        .bind(Json(spec))
+        .bind(common::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM policies WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicyRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            policy_cols!(),
+            " FROM policies ORDER BY key COLLATE \"C\""
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(common::policy_from).collect()
+    }
+}

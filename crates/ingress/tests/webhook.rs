@@ -1,0 +1,138 @@
+//! The webhook handler against a real NATS JetStream (TEST_NATS_URL).
+
+use axum::body::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use teledrop_bus::{Bus, BusError, Envelope, JetStreamBus, JetStreamConfig};
+use teledrop_ingress::{IngressConfig, Metrics, SECRET_HEADER, Sink, WEBHOOK_PATH, router};
+
+const SECRET: &str = "webhook_Secret-123";
+
+async fn bus() -> Arc<JetStreamBus> {
+    let s = teledrop_testkit::unique_suffix();
+    let config = JetStreamConfig {
+        url: teledrop_testkit::require_env("TEST_NATS_URL"),
+        stream: format!("T_{s}"),
+        subject: format!("t.{s}.updates"),
+        dead_letter_stream: format!("TD_{s}"),
+        dead_letter_subject: format!("t.{s}.dead"),
+        consumer: format!("w_{s}"),
+        ..JetStreamConfig::default()
+    };
+    Arc::new(JetStreamBus::connect(config).await.unwrap())
+}
+
+async fn serve(sink: Arc<dyn Sink>, publish_timeout: Duration) -> (String, Metrics) {
+    let mut config = IngressConfig::new(SECRET.parse().unwrap());
+    config.max_body_bytes = 64 * 1024;
+    config.publish_timeout = publish_timeout;
+    let metrics = Metrics::default();
+    let app = router(sink, config, metrics.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}{WEBHOOK_PATH}"), metrics)
+}
+
+async fn post(url: &str, secret: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(s) = secret {
+        req = req.header(SECRET_HEADER, s);
+    }
+    req.send().await.unwrap()
+}
+
+/// Whatever the bus delivers within `wait` (a bounded look for "nothing").
+async fn next_within(bus: &JetStreamBus, wait: Duration) -> Option<Envelope> {
+    match tokio::time::timeout(wait, bus.next()).await {
+        Ok(Ok(Some(d))) => {
+            let env = d.envelope.clone();
+            d.settle.ack().await.unwrap();
+            Some(env)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_valid_update_is_published_once_and_acknowledged() {
+    let bus = bus().await;
+    let (url, metrics) = serve(bus.clone(), Duration::from_secs(5)).await;
+    let body = r#"{"update_id":424242,"message":{"message_id":1}}"#;
+    assert_eq!(post(&url, Some(SECRET), body).await.status(), 200);
+    // Telegram retrying the same update: answered 200, stored once.
+    assert_eq!(post(&url, Some(SECRET), body).await.status(), 200);
+    let got = next_within(&bus, Duration::from_secs(5)).await.expect("published");
+    assert_eq!(got.update_id, 424242);
+    assert_eq!(got.body, Bytes::from(body));
+    assert!(
+        next_within(&bus, Duration::from_millis(500)).await.is_none(),
+        "deduplicated"
+    );
+    assert_eq!(metrics.get("published"), 2);
+}
+
+#[tokio::test]
+async fn wrong_or_missing_secret_is_401_and_publishes_nothing() {
+    let bus = bus().await;
+    let (url, metrics) = serve(bus.clone(), Duration::from_secs(5)).await;
+    let body = r#"{"update_id":1}"#;
+    assert_eq!(post(&url, None, body).await.status(), 401);
+    assert_eq!(post(&url, Some("webhook_Secret-12"), body).await.status(), 401);
+    assert_eq!(post(&url, Some("webhook_Secret-1234"), body).await.status(), 401);
+    assert!(next_within(&bus, Duration::from_millis(500)).await.is_none());
+    assert_eq!(metrics.get("unauthorized"), 3);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_publishes_nothing() {
+    let bus = bus().await;
+    let (url, _) = serve(bus.clone(), Duration::from_secs(5)).await;
+    let big = format!(r#"{{"update_id":5,"pad":"{}"}}"#, "x".repeat(100 * 1024));
+    assert_eq!(post(&url, Some(SECRET), big).await.status(), 413);
+    assert!(next_within(&bus, Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn garbage_is_dead_lettered_and_answered_200() {
+    let bus = bus().await;
+    let (url, metrics) = serve(bus.clone(), Duration::from_secs(5)).await;
+    for body in ["not json", "[1,2,3]", r#"{"message":{}}"#] {
+        assert_eq!(post(&url, Some(SECRET), body).await.status(), 200, "{body}");
+    }
+    assert!(
+        next_within(&bus, Duration::from_millis(500)).await.is_none(),
+        "nothing reaches the workers"
+    );
+    assert_eq!(metrics.get("dead_letter"), 3);
+}
+
+/// A sink that never confirms, like a JetStream that does not answer.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl Sink for Stuck {
+    async fn publish(&self, _: Envelope) -> Result<(), BusError> {
+        std::future::pending().await
+    }
+    async fn dead_letter(&self, _: Bytes, _: &str) -> Result<(), BusError> {
+        std::future::pending().await
+    }
+    async fn ready(&self) -> Result<(), BusError> {
+        Err(BusError::Transport("stuck".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unconfirmed_publish_is_503_with_retry_after() {
+    let (url, metrics) = serve(Arc::new(Stuck), Duration::from_millis(200)).await;
+    let resp = post(&url, Some(SECRET), r#"{"update_id":9}"#).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(metrics.get("unavailable"), 1);
+    let ready = reqwest::get(url.replace(WEBHOOK_PATH, "/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+}

@@ -1,0 +1,125 @@
+//! 404 and 410.
+
+use crate::common::{Env, url};
+use chrono::{Duration, Utc};
+use http::StatusCode;
+use teledrop_catalog::Catalog;
+use teledrop_core::{LinkToken, NewLink};
+
+#[tokio::test]
+async fn malformed_tokens_are_404_without_asking_the_catalog() {
+    let env = Env::new().await;
+    let c = env.add(b"x").await;
+    let token = c.link.token.to_string();
+    for bad in [
+        "not-a-token".to_owned(),
+        token.to_uppercase(),
+        token.replace('-', ""),
+        format!("{token}x"),
+        format!("%20{token}"),
+        uuid::Uuid::now_v7().to_string(),
+        "..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "%FF%FE".to_owned(),
+    ] {
+        let r = env.get(&format!("/download/{bad}"), &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+        assert!(r.text().contains("This link does not exist"), "{bad}");
+        assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+        assert_eq!(r.header("cache-control"), "no-store");
+    }
+    assert_eq!(env.catalog.resolves(), 0);
+    env.state.flush_downloads().await.unwrap();
+    assert_eq!(env.catalog.records(), 0);
+    assert_eq!(env.file(c.file.id).await.download_count, 0);
+}
+
+#[tokio::test]
+async fn unknown_tokens_are_404_and_change_nothing() {
+    let env = Env::new().await;
+    let c = env.add(b"x").await;
+    let unknown = LinkToken::generate();
+    let r = env.get(&format!("/download/{unknown}"), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text().contains("This link does not exist"));
+    let r = env.head(&format!("/download/{unknown}"), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.is_empty());
+    assert_eq!(env.catalog.resolves(), 2);
+    env.state.flush_downloads().await.unwrap();
+    assert_eq!(env.catalog.records(), 0);
+    assert_eq!(env.file(c.file.id).await.download_count, 0);
+}
+
+#[tokio::test]
+async fn deleted_files_are_410_revoked() {
+    let env = Env::new().await;
+    let c = env.add(b"x").await;
+    assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
+    env.catalog.delete_file(c.file.id).await.unwrap();
+    let r = env.get(&url(&c), &[]).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.text().contains("revoked"), "{}", r.text());
+    assert_eq!(r.header("cache-control"), "no-store");
+    let r = env.head(&url(&c), &[]).await;
+    assert_eq!(r.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn expired_links_are_410() {
+    let env = Env::new().await;
+    let link = NewLink {
+        token: LinkToken::generate(),
+        expires_at: Some(Utc::now() - Duration::minutes(1)),
+        max_downloads: None,
+    };
+    let c = env.add_file("a.txt", "text/plain", b"x", link).await;
+    let r = env.get(&url(&c), &[]).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.text().contains("expired"), "{}", r.text());
+    // Not even a conditional request or a range gets through.
+    let etag = format!("\"{}\"", c.file.sha256.to_hex());
+    assert_eq!(
+        env.get(&url(&c), &[("if-none-match", &etag)]).await.status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        env.get(&url(&c), &[("range", "bytes=5-")]).await.status,
+        StatusCode::GONE
+    );
+}
+
+#[tokio::test]
+async fn download_limit_is_enforced_before_any_flush() {
+    let env = Env::new().await;
+    let link = NewLink {
+        token: LinkToken::generate(),
+        expires_at: None,
+        max_downloads: Some(1),
+    };
+    let c = env.add_file("a.txt", "text/plain", b"once", link).await;
+    let first = env.get(&url(&c), &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(&first.body[..], b"once");
+    let second = env.get(&url(&c), &[]).await;
+    assert_eq!(second.status, StatusCode::GONE);
+    assert!(second.text().contains("Download limit reached"), "{}", second.text());
+    assert_eq!(env.head(&url(&c), &[]).await.status, StatusCode::GONE);
+    // And after the flush, from the catalog's count alone.
+    env.state.flush_downloads().await.unwrap();
+    assert_eq!(env.file(c.file.id).await.download_count, 1);
+    assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn missing_objects_are_410_and_not_counted() {
+    let env = Env::new().await;
+    let c = env.add(b"x").await;
+    env.storage.delete(&c.file.object_key).await.unwrap();
+    let r = env.get(&url(&c), &[]).await;
+    assert_eq!(r.status, StatusCode::GONE);
+    assert!(r.text().contains("no longer available"), "{}", r.text());
+    assert_eq!(env.head(&url(&c), &[]).await.status, StatusCode::GONE);
+    env.state.flush_downloads().await.unwrap();
+    assert_eq!(env.catalog.records(), 0);
+    assert_eq!(env.file(c.file.id).await.download_count, 0);
+}

@@ -1,0 +1,668 @@
+//! Object storage adapter on `object_store`.
+//!
+//! One [`Storage`] per storage URL: `file:///abs/dir` (or a plain folder
+//! path), `memory://`, `s3://bucket[/prefix]`. Uploads are streamed (multipart
+//! above one part, a single atomic put below), hashed on the way, and aborted
+//! on any failure so that nothing is ever half-written under a live key.
+
+mod error;
+mod target;
+
+use std::fmt;
+use std::io::{Seek, SeekFrom};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+};
+use sha2::Digest;
+use teledrop_core::{ObjectKey, Sha256};
+use tokio::io::AsyncReadExt;
+
+pub use error::StorageError;
+use target::Target;
+
+/// Size of one multipart part (S3's minimum for all but the last part).
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts uploaded concurrently; with the part being filled, memory held by
+/// one upload stays around `(MAX_PARTS_IN_FLIGHT + 1) * PART_SIZE`.
+pub const MAX_PARTS_IN_FLIGHT: usize = 4;
+/// Chunk size of streams read from the local filesystem store.
+const LOCAL_READ_CHUNK: usize = 256 * 1024;
+/// Upper bound on [`Storage::ping`].
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key [`Storage::ping`] looks up; it need not exist.
+const PING_KEY: &str = ".teledrop-ping";
+
+/// An object store behind one storage URL. Cheap to clone (shared store).
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    kind: Arc<Kind>,
+    description: Arc<str>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Local { root: PathBuf },
+    Memory,
+    S3,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the store itself: its Debug may show credentials.
+        f.debug_struct("Storage")
+            .field("url", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a successful [`Storage::put_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+/// What [`Storage::head`] and [`Storage::list`] tell about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key relative to the store's root (and prefix).
+    pub key: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub e_tag: Option<String>,
+}
+
+/// An object (or a range of it) being read.
+pub struct ObjectRead {
+    /// Size of the whole object.
+    pub total_size: u64,
+    /// The bytes actually returned (end exclusive).
+    pub range: Range<u64>,
+    pub last_modified: DateTime<Utc>,
+    pub stream: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl fmt::Debug for ObjectRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectRead")
+            .field("total_size", &self.total_size)
+            .field("range", &self.range)
+            .field("last_modified", &self.last_modified)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens the store named by `url`: `file:///abs/dir` (created if
+    /// missing), a plain folder path (relative ones are made absolute),
+    /// `memory://` (a new empty store), or `s3://bucket[/prefix]`
+    /// configured from the `AWS_*` environment (`AWS_ENDPOINT_URL` /
+    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, …), path-style requests
+    /// unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` says otherwise.
+    pub fn from_url(url: &str) -> Result<Storage, StorageError> {
+        Self::from_url_with_options(url, std::iter::empty())
+    }
+
+    /// Like [`Storage::from_url`], with options that override the
+    /// environment. Keys are object_store's `AmazonS3ConfigKey` names
+    /// (`aws_endpoint`, `aws_region`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_allow_http`, …), case-insensitive; an
+    /// unknown key is a [`StorageError::Config`]. The local and memory stores
+    /// take no options and ignore them.
+    pub fn from_url_with_options(
+        url: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Storage, StorageError> {
+        match target::parse(url)? {
+            Target::Local { dir } => Self::local(dir),
+            Target::Memory { prefix } => {
+                let description = if prefix.as_ref().is_empty() {
+                    "memory://".to_owned()
+                } else {
+                    format!("memory:///{prefix}")
+                };
+                Ok(Self::new(
+                    with_prefix(InMemory::new(), prefix),
+                    Kind::Memory,
+                    description,
+                ))
+            }
+            Target::S3 { bucket, prefix } => Self::s3(&bucket, prefix, options),
+        }
+    }
+
+    fn new(store: Arc<dyn ObjectStore>, kind: Kind, description: String) -> Self {
+        Self {
+            store,
+            kind: Arc::new(kind),
+            description: description.into(),
+        }
+    }
+
+    fn local(dir: PathBuf) -> Result<Storage, StorageError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::Config(format!("cannot create the storage folder {}: {e}", dir.display())))?;
+        let root = std::fs::canonicalize(&dir)
+            .map_err(|e| StorageError::Config(format!("cannot resolve the storage folder {}: {e}", dir.display())))?;
+        if !root.is_dir() {
+            return Err(StorageError::Config(format!(
+                "the storage path {} is not a folder",
+                root.display()
+            )));
+        }
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| StorageError::Config(e.to_string()))?
+            // Deleting the last blob of a fan-out folder removes the folder.
+            .with_automatic_cleanup(true);
+        let description = url::Url::from_file_path(&root)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|()| format!("file://{}", root.display()));
+        Ok(Self::new(Arc::new(store), Kind::Local { root }, description))
+    }
+
+    fn s3(
+        bucket: &str,
+        prefix: Path,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Storage, StorageError> {
+        let mut builder = AmazonS3Builder::from_env().with_url(format!("s3://{bucket}"));
+        for (key, value) in options {
+            let parsed: AmazonS3ConfigKey = key
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|_| StorageError::Config(format!("unknown S3 storage option {key:?}")))?;
+            builder = builder.with_config(parsed, value);
+        }
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .and_then(|e| public_endpoint(&e));
+        let store = builder
+            .build()
+            .map_err(|e| StorageError::Config(format!("S3 store for bucket {bucket:?}: {e}")))?;
+        let mut description = format!("s3://{bucket}");
+        if !prefix.as_ref().is_empty() {
+            description.push('/');
+            description.push_str(prefix.as_ref());
+        }
+        if let Some(endpoint) = endpoint {
+            description.push_str(&format!(" (endpoint {endpoint})"));
+        }
+        Ok(Self::new(with_prefix(store, prefix), Kind::S3, description))
+    }
+
+    /// Where the objects live, for logs: `file:///data/objects`,
+    /// `s3://bucket/prefix (endpoint http://minio:9000)`, `memory://`. Never
+    /// contains credentials.
+    pub fn describe(&self) -> String {
+        self.description.to_string()
+    }
+
+    /// Streams `source` into `key`, computing its SHA-256 on the way.
+    ///
+    /// Up to one part ([`PART_SIZE`]) is buffered; a smaller object is then
+    /// written with one atomic put, a larger one with a multipart upload that
+    /// keeps at most [`MAX_PARTS_IN_FLIGHT`] parts in flight (so memory stays
+    /// at a few tens of MiB whatever the size). The object appears at `key`
+    /// only once complete, replacing any previous one.
+    ///
+    /// If the source fails ([`StorageError::SourceFailed`]), yields more than
+    /// `limit` bytes ([`StorageError::TooLarge`], also returned before
+    /// reading anything when `expected_size > limit`), yields a total other
+    /// than `expected_size` ([`StorageError::SizeMismatch`]), or the store
+    /// fails, the upload is aborted: nothing new is at `key` and no multipart
+    /// upload is left behind. Dropping the future mid-way aborts too (in a
+    /// background task).
+    pub async fn put_stream<S, E>(
+        &self,
+        key: &ObjectKey,
+        source: S,
+        expected_size: Option<u64>,
+        limit: u64,
+    ) -> Result<PutOutcome, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        if let Some(expected) = expected_size
+            && expected > limit
+        {
+            return Err(StorageError::TooLarge { limit });
+        }
+        let location = location(key);
+        let mut state = PutState {
+            hasher: sha2::Sha256::new(),
+            total: 0,
+            pending: Vec::new(),
+            pending_len: 0,
+            upload: UploadGuard(None),
+        };
+        let pumped = self
+            .pump(&location, std::pin::pin!(source), &mut state, expected_size, limit)
+            .await;
+        if let Err(err) = pumped {
+            if let Some(writer) = state.upload.0.take()
+                && let Err(abort) = writer.abort().await
+            {
+                tracing::warn!(
+                    storage = %self.description,
+                    key = %key,
+                    error = %abort,
+                    "aborting a failed multipart upload failed"
+                );
+            }
+            return Err(err);
+        }
+        match state.upload.0.take() {
+            // `finish` aborts the upload itself when it fails.
+            Some(writer) => {
+                writer.finish().await.map_err(StorageError::Store)?;
+            }
+            None => {
+                let payload: PutPayload = state.pending.drain(..).collect();
+                self.store.put(&location, payload).await.map_err(StorageError::Store)?;
+            }
+        }
+        Ok(PutOutcome {
+            size: state.total,
+            sha256: Sha256::from_bytes(state.hasher.finalize().into()),
+        })
+    }
+
+    async fn pump<S, E>(
+        &self,
+        location: &Path,
+        mut source: std::pin::Pin<&mut S>,
+        state: &mut PutState,
+        expected_size: Option<u64>,
+        limit: u64,
+    ) -> Result<(), StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        while let Some(item) = source.next().await {
+            let chunk = item.map_err(|e| StorageError::SourceFailed(Box::new(e)))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            state.total += chunk.len() as u64;
+            if state.total > limit {
+                return Err(StorageError::TooLarge { limit });
+            }
+            if let Some(expected) = expected_size
+                && state.total > expected
+            {
+                return Err(StorageError::SizeMismatch {
+                    expected,
+                    actual: state.total,
+                });
+            }
+            state.hasher.update(&chunk);
+            if let Some(writer) = state.upload.0.as_mut() {
+                writer
+                    .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(StorageError::Store)?;
+                writer.put(chunk);
+                continue;
+            }
+            state.pending_len += chunk.len();
+            state.pending.push(chunk);
+            if state.pending_len >= PART_SIZE {
+                let upload = self.store.put_multipart(location).await.map_err(StorageError::Store)?;
+                let writer = state
+                    .upload
+                    .0
+                    .insert(WriteMultipart::new_with_chunk_size(upload, PART_SIZE));
+                for buffered in state.pending.drain(..) {
+                    writer.put(buffered);
+                }
+                state.pending_len = 0;
+            }
+        }
+        if let Some(expected) = expected_size
+            && state.total != expected
+        {
+            return Err(StorageError::SizeMismatch {
+                expected,
+                actual: state.total,
+            });
+        }
+        Ok(())
+    }
+
+    /// The object's metadata, or `None` when there is no object at `key`.
+    pub async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        match self.store.head(&location(key)).await {
+            Ok(meta) => Ok(Some(info(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StorageError::Store(e)),
+        }
+    }
+
+    /// Reads the whole object, or the bytes `range.start..range.end` of it
+    /// (a range running past the end is cut at the end; see
+    /// [`ObjectRead::range`]). [`StorageError::NotFound`] if there is no
+    /// object; [`StorageError::InvalidRange`] if the range is empty or
+    /// starts at or past the end of the object.
+    pub async fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<ObjectRead, StorageError> {
+        if let Some(r) = &range
+            && r.start >= r.end
+        {
+            return Err(StorageError::InvalidRange);
+        }
+        let location = location(key);
+        let options = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = match self.store.get_opts(&location, options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound),
+            Err(e) => {
+                // Stores report unsatisfiable ranges in different ways: ask
+                // for the size to tell them apart from other failures.
+                if let Some(r) = range
+                    && let Ok(Some(meta)) = self.head(key).await
+                    && r.start >= meta.size
+                {
+                    return Err(StorageError::InvalidRange);
+                }
+                return Err(StorageError::Store(e));
+            }
+        };
+        let total_size = result.meta.size;
+        let last_modified = result.meta.last_modified;
+        let returned = result.range.clone();
+        let stream = match result.payload {
+            GetResultPayload::File(file, path) => local_stream(file, path, returned.clone())?,
+            GetResultPayload::Stream(s) => s.map_err(StorageError::Store).boxed(),
+        };
+        Ok(ObjectRead {
+            total_size,
+            range: returned,
+            last_modified,
+            stream,
+        })
+    }
+
+    /// Removes the object at `key`; a missing object is not an error.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match self.store.delete(&location(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::Store(e)),
+        }
+    }
+
+    /// Every object under `prefix` (whole `/`-separated segments: `blobs`
+    /// matches `blobs/…` but not `blobsx/…`), in no particular order.
+    pub fn list(&self, prefix: Option<&str>) -> BoxStream<'static, Result<ObjectInfo, StorageError>> {
+        let prefix = match prefix.map(Path::parse).transpose() {
+            Ok(prefix) => prefix,
+            Err(e) => {
+                return stream::once(async move { Err(StorageError::Store(e.into())) }).boxed();
+            }
+        };
+        self.store
+            .list(prefix.as_ref())
+            .map(|item| item.map(info).map_err(StorageError::Store))
+            .boxed()
+    }
+
+    /// A cheap reachability check (readiness probes): looks up a key that
+    /// need not exist, and for the local store checks that its folder is
+    /// still there. Gives up after a few seconds.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match tokio::time::timeout(PING_TIMEOUT, self.ping_inner()).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Store(object_store::Error::Generic {
+                store: "ping",
+                source: format!("no answer within {PING_TIMEOUT:?}").into(),
+            })),
+        }
+    }
+
+    async fn ping_inner(&self) -> Result<(), StorageError> {
+        match &*self.kind {
+            Kind::Local { root } => {
+                let meta = tokio::fs::metadata(root).await.map_err(|e| local_error(root, e))?;
+                if !meta.is_dir() {
+                    return Err(local_error(
+                        root,
+                        std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
+                    ));
+                }
+            }
+            Kind::Memory | Kind::S3 => {}
+        }
+        match self.store.head(&Path::from(PING_KEY)).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::Store(e)),
+        }
+    }
+}
+
+struct PutState {
+    hasher: sha2::Sha256,
+    total: u64,
+    /// Chunks held back until a whole part is there (or the source ends).
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    upload: UploadGuard,
+}
+
+/// Aborts a multipart upload that was neither finished nor aborted, e.g.
+/// when the `put_stream` future is dropped mid-way.
+struct UploadGuard(Option<WriteMultipart>);
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(error = %e, "aborting an abandoned multipart upload failed");
+                }
+            });
+        }
+    }
+}
+
+fn location(key: &ObjectKey) -> Path {
+    Path::from(key.as_str())
+}
+
+fn with_prefix<T: ObjectStore>(store: T, prefix: Path) -> Arc<dyn ObjectStore> {
+    if prefix.as_ref().is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+fn info(meta: ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        key: meta.location.as_ref().to_owned(),
+        size: meta.size,
+        last_modified: meta.last_modified,
+        e_tag: meta.e_tag,
+    }
+}
+
+/// The endpoint without user info, query or fragment, for `describe`.
+fn public_endpoint(endpoint: &str) -> Option<String> {
+    let mut url = url::Url::parse(endpoint).ok()?;
+    url.set_username("").ok()?;
+    url.set_password(None).ok()?;
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn local_error(path: &std::path::Path, e: std::io::Error) -> StorageError {
+    StorageError::Store(object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {e}", path.display()).into(),
+    })
+}
+
+/// Reads `range` of an open local file in large chunks, failing if the file
+/// turns out shorter than announced.
+fn local_stream(
+    mut file: std::fs::File,
+    path: PathBuf,
+    range: Range<u64>,
+) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    // lseek only moves the offset: no I/O to keep off the runtime.
+    file.seek(SeekFrom::Start(range.start))
+        .map_err(|e| local_error(&path, e))?;
+    let reader = tokio::fs::File::from_std(file).take(range.end - range.start);
+    let state = (reader, range.end - range.start, path);
+    Ok(stream::try_unfold(state, |(mut reader, remaining, path)| async move {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let want = remaining.min(LOCAL_READ_CHUNK as u64) as usize;
+        let mut buf = BytesMut::with_capacity(want);
+        let n = reader.read_buf(&mut buf).await.map_err(|e| local_error(&path, e))?;
+        if n == 0 {
+            return Err(local_error(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("file ended {remaining} bytes early"),
+                ),
+            ));
+        }
+        Ok(Some((buf.freeze(), (reader, remaining - n as u64, path))))
+    })
+    .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_options(secret: &str) -> Vec<(String, String)> {
+        [
+            ("aws_endpoint", "http://user:pw@127.0.0.1:9/?x=1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("aws_secret_access_key", secret),
+            ("aws_region", "us-east-1"),
+            ("aws_allow_http", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn relative_folder_is_made_absolute_and_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().canonicalize().unwrap().join("nested/objects");
+        // A relative path from the current folder to the temporary one.
+        let cwd = std::env::current_dir().unwrap();
+        let ups = "../".repeat(cwd.components().count() - 1);
+        let relative = format!("./{ups}{}", target.strip_prefix("/").unwrap().to_str().unwrap());
+        let storage = Storage::from_url(&relative).unwrap();
+        assert!(target.is_dir(), "{} not created", target.display());
+        assert_eq!(storage.describe(), format!("file://{}", target.display()));
+    }
+
+    #[test]
+    fn file_url_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap().join("objects");
+        let storage = Storage::from_url(&format!("file://{}", dir.display())).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(storage.describe(), format!("file://{}", dir.display()));
+        assert!(format!("{storage:?}").contains(&storage.describe()));
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_a_config_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Storage::from_url(file.to_str().unwrap()).unwrap_err();
+        assert!(matches!(err, StorageError::Config(_)), "{err:?}");
+    }
+
+    #[test]
+    fn memory_url() {
+        assert_eq!(Storage::from_url("memory://").unwrap().describe(), "memory://");
+        assert_eq!(Storage::from_url("memory:///p/q").unwrap().describe(), "memory:///p/q");
+    }
+
+    #[test]
+    fn s3_url_with_prefix_and_no_secrets_shown() {
+        let storage = Storage::from_url_with_options("s3://bucket/some/prefix", s3_options("s3cr3t-value")).unwrap();
+        let described = storage.describe();
+        assert_eq!(described, "s3://bucket/some/prefix (endpoint http://127.0.0.1:9)");
+        let debug = format!("{storage:?}");
+        for shown in [&described, &debug] {
+            assert!(!shown.contains("s3cr3t-value"), "{shown}");
+            assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
+            assert!(!shown.contains("pw"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn unknown_s3_option_is_rejected() {
+        let mut options = s3_options("x");
+        options.push(("aws_no_such_thing".into(), "1".into()));
+        let err = Storage::from_url_with_options("s3://bucket", options).unwrap_err();
+        match err {
+            StorageError::Config(msg) => assert!(msg.contains("aws_no_such_thing"), "{msg}"),
+            other => panic!("expected Config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unsupported_schemes_are_invalid_urls() {
+        for (url, needle) in [("gs://b", "gs://"), ("az://c", "az://"), ("ftp://h/x", "ftp")] {
+            match Storage::from_url(url).unwrap_err() {
+                StorageError::InvalidUrl(msg) => assert!(msg.contains(needle), "{msg}"),
+                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ping_fails_when_the_local_folder_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("objects");
+        let storage = Storage::from_url(dir.to_str().unwrap()).unwrap();
+        storage.ping().await.unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        let err = storage.ping().await.unwrap_err();
+        assert!(matches!(err, StorageError::Store(_)), "{err:?}");
+    }
+
+    #[test]
+    fn put_stream_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let storage = Storage::from_url("memory://").unwrap();
+        let key: ObjectKey = "a/b".parse().unwrap();
+        let source = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+        let fut = storage.put_stream(&key, source, None, 10);
+        assert_send(&fut);
+    }
+}

@@ -1,0 +1,560 @@
+//! Typed configuration: every setting is a flag and an environment
+//! variable, validated at start with an error that names the variable.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use teledrop_core::{BotToken, ByteSize, Secret, UserId};
+use url::Url;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "teledrop",
+    version,
+    about = "Files sent to a Telegram bot become durable HTTPS download links."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once at start: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every role in one process: long polling, worker, link server.
+    /// Defaults to SQLite and a local folder; nothing else to install.
+    Standalone(StandaloneArgs),
+    /// Apply the catalog's database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// The webhook receiver: authenticates Telegram's POSTs and publishes
+    /// each update to NATS JetStream before answering.
+    Ingress(IngressArgs),
+    /// Pulls updates from NATS JetStream and stores files (scale out freely).
+    Worker(WorkerArgs),
+    /// The stateless link server (`/download/{token}`).
+    Links(LinksArgs),
+    /// Manage the bot's webhook with Telegram.
+    Webhook(WebhookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// NATS server(s) with JetStream, e.g. `nats://nats:4222` (comma-separated for several).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        value_name = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Name of the JetStream work stream; the dead-letter stream is
+    /// `{name}_DEADLETTER`. Change it to run several teledrops on one NATS.
+    #[arg(
+        long,
+        env = "TELEDROP_NATS_STREAM",
+        value_name = "TELEDROP_NATS_STREAM",
+        default_value = "TELEDROP_UPDATES"
+    )]
+    pub nats_stream: String,
+    /// Subject prefix: updates on `{prefix}.updates`, dead letters on
+    /// `{prefix}.deadletter`, consumer `{prefix}-workers`.
+    #[arg(
+        long,
+        env = "TELEDROP_NATS_PREFIX",
+        value_name = "TELEDROP_NATS_PREFIX",
+        default_value = "teledrop"
+    )]
+    pub nats_prefix: String,
+}
+
+impl NatsArgs {
+    pub fn jetstream(&self) -> teledrop_bus::JetStreamConfig {
+        teledrop_bus::JetStreamConfig {
+            url: self.nats_url.clone(),
+            stream: self.nats_stream.clone(),
+            subject: format!("{}.updates", self.nats_prefix),
+            dead_letter_stream: format!("{}_DEADLETTER", self.nats_stream),
+            dead_letter_subject: format!("{}.deadletter", self.nats_prefix),
+            consumer: format!("{}-workers", self.nats_prefix),
+            ..teledrop_bus::JetStreamConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookSecretArgs {
+    /// Secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (1-256 of A-Z a-z 0-9 _ -).
+    #[arg(
+        long,
+        env = "TELEDROP_WEBHOOK_SECRET",
+        value_name = "TELEDROP_WEBHOOK_SECRET",
+        hide_env_values = true,
+        conflicts_with = "webhook_secret_file"
+    )]
+    pub webhook_secret: Option<Secret<String>>,
+    /// File holding TELEDROP_WEBHOOK_SECRET.
+    #[arg(long, env = "TELEDROP_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl WebhookSecretArgs {
+    pub fn resolve(&self) -> Result<teledrop_ingress::WebhookSecret, ConfigError> {
+        secret_value(
+            "TELEDROP_WEBHOOK_SECRET",
+            self.webhook_secret.as_ref().map(|s| s.expose().as_str()),
+            self.webhook_secret_file.as_deref(),
+        )?
+        .ok_or(ConfigError::Missing("TELEDROP_WEBHOOK_SECRET"))?
+        .parse()
+        .map_err(|e| ConfigError::invalid("TELEDROP_WEBHOOK_SECRET", e))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub secret: WebhookSecretArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Where the webhook receiver listens (`/telegram/webhook`, `/healthz`, `/readyz`, `/metrics`).
+    #[arg(
+        long,
+        env = "TELEDROP_LISTEN",
+        value_name = "TELEDROP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+    /// How long to wait for JetStream to confirm an update before answering 503.
+    #[arg(long, env = "TELEDROP_PUBLISH_TIMEOUT", default_value = "5s")]
+    pub publish_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Where `/healthz` and `/readyz` listen.
+    #[arg(
+        long,
+        env = "TELEDROP_LISTEN",
+        value_name = "TELEDROP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct LinksArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Where the link server listens.
+    #[arg(
+        long,
+        env = "TELEDROP_LISTEN",
+        value_name = "TELEDROP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    pub telegram: TelegramArgs,
+    #[command(subcommand)]
+    pub action: WebhookAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookAction {
+    /// Point Telegram at the ingress (idempotent).
+    Set {
+        /// The ingress's public base URL; `/telegram/webhook` is appended.
+        #[arg(long, env = "TELEDROP_WEBHOOK_URL", value_name = "TELEDROP_WEBHOOK_URL")]
+        url: String,
+        #[command(flatten)]
+        secret: WebhookSecretArgs,
+        /// Parallel connections Telegram may open (1-100).
+        #[arg(long, env = "TELEDROP_WEBHOOK_MAX_CONNECTIONS", default_value_t = 40,
+              value_parser = clap::value_parser!(u8).range(1..=100))]
+        max_connections: u8,
+    },
+    /// Remove the webhook (pending updates are kept).
+    Delete,
+    /// Show what Telegram reports about the webhook.
+    Info,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(
+        long,
+        env = "TELEDROP_LOG_FORMAT",
+        value_name = "TELEDROP_LOG_FORMAT",
+        default_value = "json",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Catalog database: `postgres://user:pass@host/db` or
+    /// `sqlite://path/to/file.db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "database_url_file"
+    )]
+    pub database_url: Option<Secret<String>>,
+    /// File holding DATABASE_URL (for Kubernetes Secrets).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    pub fn resolve(&self, default: Option<&str>) -> Result<String, ConfigError> {
+        let url = secret_value(
+            "DATABASE_URL",
+            self.database_url.as_ref().map(|s| s.expose().as_str()),
+            self.database_url_file.as_deref(),
+        )?
+        .or_else(|| default.map(str::to_owned))
+        .ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:") {
+            Ok(url)
+        } else {
+            Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite://",
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TelegramArgs {
+    /// The bot's token from @BotFather.
+    #[arg(
+        long,
+        env = "TELEGRAM_BOT_TOKEN",
+        value_name = "TELEGRAM_BOT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "telegram_bot_token_file"
+    )]
+    pub telegram_bot_token: Option<Secret<String>>,
+    /// File holding TELEGRAM_BOT_TOKEN (for Kubernetes Secrets).
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN_FILE")]
+    pub telegram_bot_token_file: Option<PathBuf>,
+    /// Bot API root: the cloud API or a self-hosted telegram-bot-api server.
+    #[arg(long, env = "TELEGRAM_API_URL", default_value = teledrop_telegram::CLOUD_API_URL)]
+    pub telegram_api_url: String,
+    /// The Bot API server runs with `--local`: file paths are absolute
+    /// paths on a volume shared with teledrop; files up to 2000 MB.
+    #[arg(
+        long,
+        env = "TELEGRAM_LOCAL_MODE",
+        value_name = "TELEGRAM_LOCAL_MODE",
+        default_value = "false",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub telegram_local_mode: bool,
+}
+
+impl TelegramArgs {
+    pub fn resolve(&self) -> Result<teledrop_telegram::TelegramConfig, ConfigError> {
+        let raw = secret_value(
+            "TELEGRAM_BOT_TOKEN",
+            self.telegram_bot_token.as_ref().map(|s| s.expose().as_str()),
+            self.telegram_bot_token_file.as_deref(),
+        )?
+        .ok_or(ConfigError::Missing("TELEGRAM_BOT_TOKEN"))?;
+        let token: BotToken = raw.parse().map_err(|e| ConfigError::invalid("TELEGRAM_BOT_TOKEN", e))?;
+        let api_url = parse_http_url("TELEGRAM_API_URL", &self.telegram_api_url)?;
+        Ok(teledrop_telegram::TelegramConfig::new(
+            token,
+            api_url,
+            self.telegram_local_mode,
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where the link server listens.
+    #[arg(
+        long,
+        env = "TELEDROP_LISTEN",
+        value_name = "TELEDROP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Object storage: `file:///abs/dir`, a local folder, `s3://bucket[/prefix]`
+    /// (with AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP for S3-compatible servers) or `memory://`.
+    #[arg(long, env = "TELEDROP_STORAGE_URL", default_value = "./data/objects")]
+    pub storage_url: String,
+}
+
+impl StorageArgs {
+    pub fn resolve(&self) -> Result<teledrop_storage::Storage, ConfigError> {
+        teledrop_storage::Storage::from_url(&self.storage_url)
+            .map_err(|e| ConfigError::invalid("TELEDROP_STORAGE_URL", e))
+    }
+}
+
+/// What the ingest pipeline needs, shared by `standalone` and `worker`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub telegram: TelegramArgs,
+    /// Public base URL of the link server, as users reach it; links are
+    /// `{TELEDROP_PUBLIC_URL}/download/{token}`.
+    #[arg(long, env = "TELEDROP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// [`IngestArgs`], validated.
+#[derive(Debug)]
+pub struct Ingest {
+    pub telegram: teledrop_telegram::TelegramConfig,
+    pub storage: teledrop_storage::Storage,
+    pub limits: Limits,
+    pub pipeline: teledrop_worker::PipelineConfig,
+}
+
+impl IngestArgs {
+    pub fn resolve(&self) -> Result<Ingest, ConfigError> {
+        let telegram = self.telegram.resolve()?;
+        let public_url = parse_http_url(
+            "TELEDROP_PUBLIC_URL",
+            self.public_url
+                .as_deref()
+                .ok_or(ConfigError::Missing("TELEDROP_PUBLIC_URL"))?,
+        )?;
+        let limits = self.limits.resolve()?;
+        let pipeline = teledrop_worker::PipelineConfig {
+            public_url,
+            max_file_size: limits.max_file_size,
+            allowed_users: limits.allowed_users.clone(),
+            progress_interval: limits.progress_interval,
+            max_attempts: limits.max_attempts,
+        };
+        Ok(Ingest {
+            telegram,
+            storage: self.storage.resolve()?,
+            limits,
+            pipeline,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest file accepted (e.g. `2000MiB`, `500M`); never above what the
+    /// Bot API mode allows.
+    #[arg(long, env = "TELEDROP_MAX_FILE_SIZE", default_value = "2000MiB")]
+    pub max_file_size: String,
+    /// Comma-separated Telegram user ids allowed to use the bot; empty: everyone.
+    #[arg(long, env = "TELEDROP_ALLOWED_USERS", default_value = "")]
+    pub allowed_users: String,
+    /// Files processed at once per process.
+    #[arg(
+        long,
+        env = "TELEDROP_WORKER_CONCURRENCY",
+        value_name = "TELEDROP_WORKER_CONCURRENCY",
+        default_value_t = 4
+    )]
+    pub worker_concurrency: usize,
+    /// Least time between two progress edits of a status message.
+    #[arg(long, env = "TELEDROP_PROGRESS_INTERVAL", default_value = "3s")]
+    pub progress_interval: String,
+    /// Attempts before a job fails for good.
+    #[arg(
+        long,
+        env = "TELEDROP_MAX_ATTEMPTS",
+        value_name = "TELEDROP_MAX_ATTEMPTS",
+        default_value_t = 5
+    )]
+    pub max_attempts: u32,
+    /// How long in-flight work may take to finish after SIGTERM.
+    #[arg(long, env = "TELEDROP_DRAIN_TIMEOUT", default_value = "30s")]
+    pub drain_timeout: String,
+}
+
+/// Limits, validated.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_file_size: ByteSize,
+    pub allowed_users: Vec<UserId>,
+    pub worker_concurrency: usize,
+    pub progress_interval: Duration,
+    pub max_attempts: u32,
+    pub drain_timeout: Duration,
+}
+
+impl LimitArgs {
+    pub fn resolve(&self) -> Result<Limits, ConfigError> {
+        let max_file_size: ByteSize = self
+            .max_file_size
+            .parse()
+            .map_err(|e| ConfigError::invalid("TELEDROP_MAX_FILE_SIZE", e))?;
+        if max_file_size > teledrop_core::MAX_FILE_SIZE || max_file_size.bytes() == 0 {
+            return Err(ConfigError::invalid(
+                "TELEDROP_MAX_FILE_SIZE",
+                "must be between 1 byte and 2000MiB",
+            ));
+        }
+        let allowed_users = self
+            .allowed_users
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<i64>().map(UserId))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ConfigError::invalid("TELEDROP_ALLOWED_USERS", "expected comma-separated numeric user ids"))?;
+        if self.worker_concurrency == 0 || self.worker_concurrency > 1024 {
+            return Err(ConfigError::invalid("TELEDROP_WORKER_CONCURRENCY", "must be 1..=1024"));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::invalid("TELEDROP_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        Ok(Limits {
+            max_file_size,
+            allowed_users,
+            worker_concurrency: self.worker_concurrency,
+            progress_interval: parse_duration("TELEDROP_PROGRESS_INTERVAL", &self.progress_interval)?,
+            max_attempts: self.max_attempts,
+            drain_timeout: parse_duration("TELEDROP_DRAIN_TIMEOUT", &self.drain_timeout)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    #[error("{var} and {var}_FILE are both set: use one")]
+    Both { var: &'static str },
+    #[error("{var}_FILE: cannot read {path}: {source}")]
+    File {
+        var: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(var: &'static str, message: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            var,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A secret from `VAR` or from the file `VAR_FILE`, never both.
+pub fn secret_value(
+    var: &'static str,
+    direct: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, ConfigError> {
+    let direct = direct.filter(|s| !s.is_empty());
+    match (direct, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Both { var }),
+        (Some(v), None) => Ok(Some(v.to_owned())),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map(|s| Some(s.trim().to_owned()))
+            .map_err(|source| ConfigError::File {
+                var,
+                path: p.display().to_string(),
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
+}
+
+pub fn parse_http_url(var: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| ConfigError::invalid(var, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::invalid(
+            var,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(var, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+pub fn parse_duration(var: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(raw).map_err(|e| ConfigError::invalid(var, format!("{e} (examples: 3s, 500ms, 2m)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = parse_http_url("TELEDROP_PUBLIC_URL", "ftp://x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("TELEDROP_PUBLIC_URL:"), "{e}");
+        let e = parse_duration("TELEDROP_DRAIN_TIMEOUT", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("TELEDROP_DRAIN_TIMEOUT:"), "{e}");
+        assert!(matches!(
+            secret_value("X", Some("a"), Some("/f".as_ref())),
+            Err(ConfigError::Both { var: "X" })
+        ));
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "value\n").unwrap();
+        assert_eq!(secret_value("X", None, Some(&p)).unwrap().as_deref(), Some("value"));
+        assert!(matches!(
+            secret_value("X", None, Some(&dir.path().join("missing"))),
+            Err(ConfigError::File { .. })
+        ));
+    }
+}

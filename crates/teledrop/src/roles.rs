@@ -1,0 +1,167 @@
+//! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
+
+use crate::config::{
+    ConfigError, IngressArgs, LinksArgs, WebhookAction, WebhookArgs, WorkerArgs, parse_duration, parse_http_url,
+};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use teledrop_bus::{Bus, JetStreamBus};
+use teledrop_catalog::Catalog;
+use teledrop_links::{LinksConfig, LinksState};
+use teledrop_storage::Storage;
+use teledrop_telegram::Telegram;
+use teledrop_worker::Pipeline;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConfigError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {addr}: {e}")))
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+pub async fn ingress(args: IngressArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let secret = args.secret.resolve()?;
+    let mut config = teledrop_ingress::IngressConfig::new(secret);
+    config.publish_timeout = parse_duration("TELEDROP_PUBLISH_TIMEOUT", &args.publish_timeout)?;
+    let listener = listen(args.listen).await?;
+    let bus = JetStreamBus::connect(args.nats.jetstream())
+        .await
+        .context("connecting to NATS JetStream (NATS_URL)")?;
+    let app = teledrop_ingress::router(Arc::new(bus), config, teledrop_ingress::Metrics::default());
+    serve(listener, app, shutdown).await
+}
+
+pub async fn links(args: LinksArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database_url = args.database.resolve(None)?;
+    let storage = args.storage.resolve()?;
+    let listener = listen(args.listen).await?;
+    let catalog = teledrop_catalog::connect(&database_url)
+        .await
+        .context("opening the catalog (DATABASE_URL)")?;
+    let state = LinksState::new(catalog, storage, LinksConfig::default());
+    let flusher = tokio::spawn(state.clone().run_flusher(shutdown.clone().cancelled_owned()));
+    serve(listener, teledrop_links::router(state), shutdown).await?;
+    flusher.await.context("download-count flusher")?;
+    Ok(())
+}
+
+struct WorkerHealth {
+    catalog: Arc<dyn Catalog>,
+    storage: Storage,
+    bus: Arc<JetStreamBus>,
+}
+
+async fn worker_ready(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
+    let (c, s, b) = tokio::join!(h.catalog.ping(), h.storage.ping(), h.bus.ping());
+    match (c, s, b) {
+        (Ok(()), Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
+        (c, s, b) => {
+            let failed: Vec<&str> = [("catalog", c.is_err()), ("storage", s.is_err()), ("bus", b.is_err())]
+                .into_iter()
+                .filter_map(|(n, bad)| bad.then_some(n))
+                .collect();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}", failed.join(", ")),
+            )
+        }
+    }
+}
+
+pub async fn worker(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ingest = args.ingest.resolve()?;
+    let database_url = args.database.resolve(None)?;
+    let (storage, limits) = (ingest.storage, ingest.limits);
+    let listener = listen(args.listen).await?;
+    let catalog = teledrop_catalog::connect(&database_url)
+        .await
+        .context("opening the catalog (DATABASE_URL)")?;
+    let telegram = Telegram::new(ingest.telegram).context("setting up the Bot API client")?;
+    let bus = Arc::new(
+        JetStreamBus::connect(args.nats.jetstream())
+            .await
+            .context("connecting to NATS JetStream (NATS_URL)")?,
+    );
+    let pipeline = Arc::new(Pipeline::new(
+        catalog.clone(),
+        storage.clone(),
+        telegram,
+        ingest.pipeline,
+    ));
+    let health = Arc::new(WorkerHealth {
+        catalog,
+        storage,
+        bus: bus.clone(),
+    });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(worker_ready))
+        .with_state(health);
+    let http = tokio::spawn(serve(listener, app, shutdown.clone()));
+    info!(concurrency = limits.worker_concurrency, "worker pulling updates");
+    teledrop_worker::serve(
+        bus.clone() as Arc<dyn Bus>,
+        pipeline,
+        limits.worker_concurrency,
+        shutdown.clone(),
+        limits.drain_timeout,
+    )
+    .await;
+    bus.close();
+    shutdown.cancel();
+    http.await.context("health server")??;
+    Ok(())
+}
+
+pub async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
+    let telegram = Telegram::new(args.telegram.resolve()?).context("setting up the Bot API client")?;
+    match args.action {
+        WebhookAction::Set {
+            url,
+            secret,
+            max_connections,
+        } => {
+            let base = parse_http_url("TELEDROP_WEBHOOK_URL", &url)?;
+            let full = base
+                .join(teledrop_ingress::WEBHOOK_PATH.trim_start_matches('/'))
+                .map_err(|e| ConfigError::invalid("TELEDROP_WEBHOOK_URL", e))?;
+            let secret = secret.resolve()?;
+            telegram
+                .set_webhook(full.clone(), secret.expose(), max_connections)
+                .await
+                .context("setWebhook")?;
+            println!("webhook set to {full}");
+        }
+        WebhookAction::Delete => {
+            telegram.delete_webhook().await.context("deleteWebhook")?;
+            println!("webhook deleted");
+        }
+        WebhookAction::Info => {
+            let info = telegram.webhook_info().await.context("getWebhookInfo")?;
+            println!("url: {}", info.url.as_deref().unwrap_or("(none: long polling)"));
+            println!("pending updates: {}", info.pending_update_count);
+            if let Some(m) = info.max_connections {
+                println!("max connections: {m}");
+            }
+            if let Some(e) = info.last_error {
+                println!("last error: {e}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! `teledrop standalone`: every role in one process.
+
+use crate::config::{ConfigError, StandaloneArgs};
+use anyhow::Context;
+use std::sync::Arc;
+use teledrop_bus::{Bus, MemoryBus};
+use teledrop_links::{LinksConfig, LinksState};
+use teledrop_telegram::Telegram;
+use teledrop_worker::Pipeline;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The catalog of `standalone` when DATABASE_URL is not set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/teledrop.db";
+
+pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Validate everything before touching anything.
+    let ingest = args.ingest.resolve()?;
+    let database_url = args.database.resolve(Some(DEFAULT_DATABASE_URL))?;
+    let (storage, limits) = (ingest.storage, ingest.limits);
+
+    let catalog = teledrop_catalog::connect(&database_url)
+        .await
+        .context("opening the catalog (DATABASE_URL)")?;
+    catalog.migrate().await.context("migrating the catalog")?;
+    let telegram = Telegram::new(ingest.telegram).context("setting up the Bot API client")?;
+    let username = telegram
+        .get_me()
+        .await
+        .context("checking TELEGRAM_BOT_TOKEN with getMe")?;
+    // Long polling and a webhook exclude each other; standalone polls.
+    telegram
+        .delete_webhook()
+        .await
+        .context("removing the bot's webhook for long polling")?;
+    info!(
+        bot = %username,
+        catalog = catalog.backend(),
+        storage = %storage.describe(),
+        local_mode = telegram.local_mode(),
+        "standalone starting"
+    );
+
+    let pipeline = Arc::new(Pipeline::new(
+        catalog.clone(),
+        storage.clone(),
+        telegram.clone(),
+        ingest.pipeline,
+    ));
+    // Before anything runs: afterwards every running job is this process's.
+    let recovery = teledrop_worker::Recovery::prepare(&pipeline)
+        .await
+        .context("reading unfinished jobs")?;
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(limits.worker_concurrency * 4));
+
+    let links = LinksState::new(catalog.clone(), storage.clone(), LinksConfig::default());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {}: {e}", args.listen)))?;
+    info!(addr = %listener.local_addr()?, "link server listening");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = teledrop_links::router(links.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "link server failed");
+            }
+        });
+    }
+    {
+        let stop = shutdown.clone();
+        tasks.spawn(links.run_flusher(stop.cancelled_owned()));
+    }
+    tasks.spawn(recovery.run(pipeline.clone(), limits.worker_concurrency, shutdown.clone()));
+    tasks.spawn(teledrop_worker::run_poller(
+        telegram,
+        pipeline.clone(),
+        bus.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(teledrop_worker::serve(
+        bus,
+        pipeline,
+        limits.worker_concurrency,
+        shutdown.clone(),
+        limits.drain_timeout,
+    ));
+    while let Some(res) = tasks.join_next().await {
+        if let Err(e) = res
+            && e.is_panic()
+        {
+            shutdown.cancel();
+            anyhow::bail!("a task panicked: {e}");
+        }
+    }
+    info!("standalone stopped");
+    Ok(())
+}

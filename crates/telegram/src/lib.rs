@@ -1,0 +1,348 @@
+//! Bot API access on teloxide.
+//!
+//! API calls go through teloxide's [`Bot`]. File bytes do not: teloxide's
+//! client aborts every request after 17 s in total, and in local mode
+//! (`telegram-bot-api --local`) the file is not served over HTTP at all
+//! but lies at an absolute path on a shared volume. [`Telegram::open`]
+//! therefore streams downloads itself: over a separate HTTP client with
+//! connect and idle timeouts only (cloud mode), or from the file system
+//! (local mode). Every error leaving this crate is redacted: the bot token
+//! is part of every Bot API URL (and of local-mode paths).
+
+mod error;
+mod update;
+
+pub use error::TelegramError;
+pub use update::{Command, Inbound, parse_update};
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use std::time::Duration;
+use teledrop_core::{BotToken, ChatId, MessageId, Redactor};
+use teloxide::payloads::{EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
+use teloxide::requests::Requester;
+use teloxide::types::{LinkPreviewOptions, ParseMode, ReplyParameters};
+use url::Url;
+
+pub use teloxide::types::Update;
+
+pub type Result<T, E = TelegramError> = std::result::Result<T, E>;
+
+/// The public Bot API.
+pub const CLOUD_API_URL: &str = "https://api.telegram.org/";
+
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub token: BotToken,
+    /// Bot API root: the cloud or a self-hosted `telegram-bot-api`.
+    pub api_url: Url,
+    /// The server runs with `--local`: `file_path` is a path on a volume
+    /// shared with us, and there is no 20 MB download limit.
+    pub local_mode: bool,
+    /// Whole-request limit for ordinary API calls (long polls add their
+    /// own timeout on top).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A download that receives nothing for this long is abandoned.
+    pub download_idle_timeout: Duration,
+}
+
+impl TelegramConfig {
+    pub fn new(token: BotToken, api_url: Url, local_mode: bool) -> Self {
+        Self {
+            token,
+            api_url,
+            local_mode,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            download_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What Telegram says about the bot's webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookStatus {
+    pub url: Option<String>,
+    pub pending_update_count: u32,
+    pub last_error: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+/// A file as `getFile` describes it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Relative path (cloud) or absolute path (local mode). May contain the
+    /// bot token in local mode: never log it.
+    path: String,
+    pub size: Option<u64>,
+}
+
+impl std::fmt::Debug for RemoteFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteFile")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream of file bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, TelegramError>>;
+
+#[derive(Clone)]
+pub struct Telegram {
+    bot: teloxide::Bot,
+    /// Long polls need a client whose total timeout exceeds the poll.
+    poll_bot: teloxide::Bot,
+    download: reqwest::Client,
+    redactor: Redactor,
+    api_url: Url,
+    token: BotToken,
+    local_mode: bool,
+}
+
+impl std::fmt::Debug for Telegram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telegram")
+            .field("api_url", &self.api_url.as_str())
+            .field("local_mode", &self.local_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest long poll we ask for, in seconds.
+pub const POLL_TIMEOUT_SECS: u32 = 25;
+
+impl Telegram {
+    pub fn new(config: TelegramConfig) -> Result<Self> {
+        let redactor = config.token.redactor();
+        let build = |timeout: Duration| {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .timeout(timeout)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| TelegramError::from_reqwest(e, &redactor))
+        };
+        let api = build(config.request_timeout)?;
+        let poll = build(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS)) + config.request_timeout)?;
+        let download = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.download_idle_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| TelegramError::from_reqwest(e, &redactor))?;
+        let token = config.token.expose().to_owned();
+        let bot = teloxide::Bot::with_client(token.clone(), api).set_api_url(config.api_url.clone());
+        let poll_bot = teloxide::Bot::with_client(token, poll).set_api_url(config.api_url.clone());
+        Ok(Self {
+            bot,
+            poll_bot,
+            download,
+            redactor,
+            api_url: config.api_url,
+            token: config.token,
+            local_mode: config.local_mode,
+        })
+    }
+
+    pub fn local_mode(&self) -> bool {
+        self.local_mode
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// The bot's username, checking the token on the way.
+    pub async fn get_me(&self) -> Result<String> {
+        let me = self.bot.get_me().await.map_err(|e| self.err(e))?;
+        Ok(me.user.username.clone().unwrap_or_default())
+    }
+
+    /// One long poll. `offset` confirms every update below it.
+    pub async fn poll(&self, offset: Option<i64>, timeout_secs: u32) -> Result<Vec<Update>> {
+        let mut req = self
+            .poll_bot
+            .get_updates()
+            .timeout(timeout_secs.min(POLL_TIMEOUT_SECS))
+            .limit(100);
+        if let Some(o) = offset {
+            req = req.offset(i32::try_from(o).unwrap_or(i32::MAX));
+        }
+        req.await.map_err(|e| self.err(e))
+    }
+
+    /// Removes a webhook so long polling can work (standalone).
+    pub async fn delete_webhook(&self) -> Result<()> {
+        self.bot.delete_webhook().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Points Telegram at the ingress. Idempotent: the same settings again
+    /// change nothing. Only message updates are asked for.
+    pub async fn set_webhook(&self, url: Url, secret: &str, max_connections: u8) -> Result<()> {
+        use teloxide::payloads::SetWebhookSetters;
+        use teloxide::types::AllowedUpdate;
+        self.bot
+            .set_webhook(url)
+            .secret_token(secret)
+            .max_connections(max_connections)
+            .allowed_updates([AllowedUpdate::Message])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// `getWebhookInfo`, as a short human summary (the URL has no secret).
+    pub async fn webhook_info(&self) -> Result<WebhookStatus> {
+        let info = self.bot.get_webhook_info().await.map_err(|e| self.err(e))?;
+        Ok(WebhookStatus {
+            url: info.url.map(|u| u.to_string()),
+            pending_update_count: info.pending_update_count,
+            last_error: info.last_error_message.map(|m| self.redactor.redact(&m)),
+            max_connections: info.max_connections,
+        })
+    }
+
+    /// `getFile`: where the bytes are. Fails with
+    /// [`TelegramError::TooBig`] when the cloud API refuses the size.
+    pub async fn resolve(&self, file_id: &str) -> Result<RemoteFile> {
+        let file = self
+            .bot
+            .get_file(teloxide::types::FileId(file_id.to_owned()))
+            .await
+            .map_err(|e| self.err(e))?;
+        let size = (file.meta.size != u32::MAX).then_some(u64::from(file.meta.size));
+        if file.path.is_empty() {
+            return Err(TelegramError::Api {
+                kind: teledrop_core::ErrorKind::TelegramRejected,
+                description: "getFile returned no file_path".into(),
+            });
+        }
+        Ok(RemoteFile { path: file.path, size })
+    }
+
+    /// Streams a file's bytes, never holding more than a chunk.
+    pub async fn open(&self, file: &RemoteFile) -> Result<ByteStream> {
+        if self.local_mode {
+            self.open_local(&file.path).await
+        } else {
+            self.open_http(&file.path).await
+        }
+    }
+
+    async fn open_local(&self, path: &str) -> Result<ByteStream> {
+        let p = std::path::Path::new(path);
+        if !p.is_absolute() {
+            return Err(TelegramError::LocalFile(
+                "local mode expects an absolute file_path; is TELEGRAM_LOCAL_MODE set for a cloud API?".into(),
+            ));
+        }
+        let f = tokio::fs::File::open(p).await.map_err(|e| {
+            TelegramError::LocalFile(self.redactor.redact(&format!(
+                "opening {path}: {e} (is the Bot API server's volume mounted at the same path?)"
+            )))
+        })?;
+        let redactor = self.redactor.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
+            .map_err(move |e| TelegramError::LocalFile(redactor.redact(&format!("reading local file: {e}"))));
+        Ok(stream.boxed())
+    }
+
+    async fn open_http(&self, path: &str) -> Result<ByteStream> {
+        let mut url = self.api_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| TelegramError::Config("TELEGRAM_API_URL cannot be a base URL".into()))?
+            .pop_if_empty()
+            .push("file")
+            .push(&format!("bot{}", self.token.expose()))
+            .extend(path.split('/'));
+        let resp = self
+            .download
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| TelegramError::from_reqwest(e, &self.redactor))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let kind = if status.is_server_error() || status.as_u16() == 429 {
+                teledrop_core::ErrorKind::TelegramUnavailable
+            } else {
+                teledrop_core::ErrorKind::TelegramRejected
+            };
+            return Err(TelegramError::Api {
+                kind,
+                description: format!("file download answered {status}"),
+            });
+        }
+        let redactor = self.redactor.clone();
+        Ok(resp
+            .bytes_stream()
+            .map_err(move |e| TelegramError::from_reqwest(e, &redactor))
+            .boxed())
+    }
+
+    /// Sends an HTML message, as a reply when `reply_to` is given.
+    pub async fn send_html(&self, chat: ChatId, text: &str, reply_to: Option<MessageId>) -> Result<MessageId> {
+        let mut req = self
+            .bot
+            .send_message(teloxide::types::ChatId(chat.0), text)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview());
+        if let Some(r) = reply_to {
+            req = req
+                .reply_parameters(ReplyParameters::new(teloxide::types::MessageId(r.0)).allow_sending_without_reply());
+        }
+        let msg = req.await.map_err(|e| self.err(e))?;
+        Ok(MessageId(msg.id.0))
+    }
+
+    /// Replaces a message's text. "Not modified" counts as success.
+    pub async fn edit_html(&self, chat: ChatId, message: MessageId, text: &str) -> Result<()> {
+        let res = self
+            .bot
+            .edit_message_text(
+                teloxide::types::ChatId(chat.0),
+                teloxide::types::MessageId(message.0),
+                text,
+            )
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview())
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(teloxide::RequestError::Api(teloxide::ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn err(&self, e: teloxide::RequestError) -> TelegramError {
+        TelegramError::from_request(e, &self.redactor)
+    }
+}
+
+fn no_preview() -> LinkPreviewOptions {
+    LinkPreviewOptions {
+        is_disabled: true,
+        url: None,
+        prefer_small_media: false,
+        prefer_large_media: false,
+        show_above_text: false,
+    }
+}
+
+/// Escapes text for Telegram's HTML parse mode.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

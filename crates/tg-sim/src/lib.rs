@@ -1,0 +1,161 @@
+//! `tg-sim`: a Telegram Bot API simulator for tests.
+//!
+//! A [`Sim`] serves, on one HTTP port:
+//! - the Bot API at `/bot<token>/<method>` (getMe, getUpdates,
+//!   setWebhook, deleteWebhook, getWebhookInfo, getFile, sendMessage,
+//!   editMessageText, editMessageReplyMarkup, deleteMessage,
+//!   sendChatAction, answerCallbackQuery, setMyCommands, getMyCommands,
+//!   deleteMyCommands) with Telegram's answers and error texts;
+//! - file downloads at `/file/bot<token>/<file_path>`, content generated
+//!   deterministically from a seed (files of any size cost nothing);
+//! - a control API under `/_sim/` ([`control`]) that tests drive through
+//!   [`SimClient`]: act as users (send files, texts, albums, button
+//!   presses, raw updates), read what the bot said ([`ChatLog`]), inject
+//!   faults ([`Faults`]) and inspect webhook pushes.
+//!
+//! Updates reach the bot by `getUpdates` or, once a webhook is set, by
+//! pushes with Telegram's per-chat ordering and retry rules
+//! ([`webhook`]).
+//!
+//! Where it differs from Telegram (on purpose or for lack of need):
+//! - webhooks may be plain `http://` on any port (Telegram: HTTPS on 443,
+//!   80, 88 or 8443); no certificates, no source-IP ranges;
+//! - only private chats exist; no groups, channels or inline messages;
+//! - a method call returned in a webhook answer's body is ignored;
+//! - `parse_mode` is parsed approximately (entities are not returned);
+//!   only `bot_command` entities are generated for user texts;
+//! - local mode has no `getFile` size limit at all and writes the file
+//!   synchronously during `getFile`;
+//! - the control API adds a back door ([`SimClient::file_path`]) to
+//!   download files over 20 MB over HTTP, which the cloud API never allows.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use tg_sim::{FileSpec, Sim, SimConfig};
+//! let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! // Point the bot at sim.base_url(); then, as user 42:
+//! let sent = sim.control().send_file(FileSpec::document(42, 1 << 20, 7)).await.unwrap();
+//! # let _ = sent; sim.shutdown().await; Ok(()) }
+//! ```
+
+mod botapi;
+mod client;
+mod config;
+mod content;
+pub mod control;
+mod files;
+mod ids;
+mod inject;
+mod messages;
+mod params;
+mod reply;
+mod state;
+mod text;
+mod types;
+mod updates;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{SimClient, SimClientError};
+pub use config::{SimConfig, generate_token};
+pub use files::CLOUD_DOWNLOAD_LIMIT;
+pub use inject::SHA_AT_SEND_LIMIT;
+pub use types::{
+    BotMessage, CallbackAnswer, ChatLog, Faults, FileInfo, FileSpec, Force429, MediaKind, SentFile, SentUpdate,
+    SimStatus, WebhookAttempt,
+};
+
+use state::Inner;
+
+/// A running simulator. Cheap to clone; [`Sim::shutdown`] stops it.
+#[derive(Clone)]
+pub struct Sim {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    server: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Sim").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// Binds `addr` (use `127.0.0.1:0` in tests) and serves in background
+    /// tasks until [`Sim::shutdown`].
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let inner = Inner::new(config);
+        let app = control::router().fallback(botapi::handle).with_state(inner.clone());
+        tokio::spawn(webhook::dispatcher(inner.clone()));
+        let stop = inner.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "tg-sim server failed");
+            }
+        });
+        tracing::info!(%addr, local_mode = inner.config.local_mode, "tg-sim listening");
+        Ok(Sim {
+            inner,
+            addr,
+            server: Arc::new(tokio::sync::Mutex::new(Some(server))),
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Bot API root, e.g. `http://127.0.0.1:PORT/` (what a bot takes
+    /// as its API URL: teloxide's `set_api_url`, `TELEGRAM_API_URL`).
+    pub fn base_url(&self) -> url::Url {
+        let host = if self.addr.ip().is_unspecified() {
+            match self.addr {
+                SocketAddr::V4(_) => "127.0.0.1".to_owned(),
+                SocketAddr::V6(_) => "[::1]".to_owned(),
+            }
+        } else {
+            match self.addr {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            }
+        };
+        url::Url::parse(&format!("http://{host}:{}/", self.addr.port())).expect("a host and port make a valid URL")
+    }
+
+    /// The accepted bot token.
+    pub fn token(&self) -> &str {
+        &self.inner.config.token
+    }
+
+    /// The configuration the simulator runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.inner.config
+    }
+
+    /// A client of this simulator's control API.
+    pub fn control(&self) -> SimClient {
+        SimClient::new(self.base_url())
+    }
+
+    /// Stops serving: waiting long polls and chat-log waits return,
+    /// webhook pushes stop, open connections get a few seconds to finish.
+    pub async fn shutdown(self) {
+        self.inner.shutdown.cancel();
+        let handle = self.server.lock().await.take();
+        if let Some(mut handle) = handle {
+            // Downloads in progress may not end by themselves; cut them.
+            if tokio::time::timeout(Duration::from_secs(5), &mut handle).await.is_err() {
+                handle.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The ingest pipeline: update → job → file stored → link sent.
+//!
+//! One code path for every deployment: `standalone` feeds it from the long
+//! poller through the in-process bus, `teledrop worker` from JetStream.
+//! A delivery is handled as:
+//!
+//! 1. parse the raw update; answer commands and non-file messages;
+//! 2. record a file message as a job (unique `update_id`, so a redelivery
+//!    finds the existing job and a finished job is not redone);
+//! 3. run the job: status message, dedup by `file_unique_id`, size checks
+//!    before any download, stream Bot API → object store with SHA-256,
+//!    commit file + link + usage + job state in one transaction, and turn
+//!    the status message into the final reply.
+//!
+//! Failures are classified by [`ErrorKind`]: retryable ones put the job
+//! back to `pending` and ask the bus for a delayed redelivery; final ones
+//! fail the job and tell the user.
+
+mod messages;
+mod pipeline;
+mod poll;
+mod serve;
+
+pub use pipeline::{Intake, Outcome, Pipeline, PipelineConfig, STALE_RUNNING};
+pub use poll::run_poller;
+pub use serve::{Recovery, recover_unfinished, serve};
+
+pub use teledrop_core::ErrorKind;

@@ -1,0 +1,614 @@
+use crate::messages;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use teledrop_bus::Envelope;
+use teledrop_catalog::{Accepted, Catalog, CatalogError, StoredBlob, Transition};
+use teledrop_core::{
+    ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
+};
+use teledrop_storage::{Storage, StorageError};
+use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Links are `{public_url}/download/{token}`.
+    pub public_url: Url,
+    pub max_file_size: ByteSize,
+    /// Empty: everyone may use the bot.
+    pub allowed_users: Vec<UserId>,
+    /// Least time between two progress edits of one status message.
+    pub progress_interval: Duration,
+    /// A job that entered `running` this often is failed for good.
+    pub max_attempts: u32,
+}
+
+/// What [`Pipeline::accept`] made of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// A file update seen for the first time: a new pending job.
+    NewJob(JobId),
+    /// A file update recorded before (redelivery, or Telegram sending an
+    /// unconfirmed update again after a restart).
+    KnownJob(JobId),
+    /// Answered or ignored; nothing to run.
+    Handled,
+}
+
+/// A job left `running` this long without a state change is taken to
+/// belong to a dead process and may be taken over.
+pub const STALE_RUNNING: Duration = Duration::from_secs(15 * 60);
+
+/// What the bus should do with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled for good (stored, failed and told, or nothing to do).
+    Done,
+    /// Try again after the delay.
+    Retry(Duration),
+    /// Unusable input: drop it.
+    Drop,
+}
+
+pub struct Pipeline {
+    catalog: Arc<dyn Catalog>,
+    storage: Storage,
+    telegram: Telegram,
+    config: PipelineConfig,
+}
+
+/// A failed step, classified.
+#[derive(Debug)]
+struct StepError {
+    kind: ErrorKind,
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+impl From<TelegramError> for StepError {
+    fn from(e: TelegramError) -> Self {
+        Self {
+            kind: e.kind(),
+            retry_after: e.retry_after(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<StorageError> for StepError {
+    fn from(e: StorageError) -> Self {
+        let kind = match &e {
+            // The download broke off (cut connection, idle timeout).
+            StorageError::SourceFailed(_) | StorageError::SizeMismatch { .. } => ErrorKind::Network,
+            StorageError::TooLarge { .. } => ErrorKind::TooBig,
+            _ => ErrorKind::Storage,
+        };
+        Self {
+            kind,
+            retry_after: None,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<CatalogError> for StepError {
+    fn from(e: CatalogError) -> Self {
+        Self {
+            kind: ErrorKind::Catalog,
+            retry_after: None,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, telegram: Telegram, config: PipelineConfig) -> Self {
+        Self {
+            catalog,
+            storage,
+            telegram,
+            config,
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    fn link_url(&self, token: &str) -> String {
+        format!(
+            "{}/download/{token}",
+            self.config.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    fn allowed(&self, user: UserId) -> bool {
+        self.config.allowed_users.is_empty() || self.config.allowed_users.contains(&user)
+    }
+
+    /// Handles a first delivery from the bus.
+    pub async fn handle(&self, envelope: &Envelope) -> Outcome {
+        self.handle_delivery(envelope, 1).await
+    }
+
+    /// Handles one delivery. A bus delivers an update again only when its
+    /// holder settled it with a retry (the job is then `pending`) or stopped
+    /// confirming it is still at work (its process died), so a redelivery
+    /// (`attempt > 1`) may take over a job left `running`.
+    pub async fn handle_delivery(&self, envelope: &Envelope, attempt: u32) -> Outcome {
+        let update: Update = match serde_json::from_slice(&envelope.body) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(update_id = envelope.update_id, error = %e, "dropping an update that does not parse");
+                return Outcome::Drop;
+            }
+        };
+        match self.accept(&update).await {
+            Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => self.run(job, attempt > 1).await,
+            Ok(Intake::Handled) => Outcome::Done,
+            Err(e) => self.retry_later(&e, 1),
+        }
+    }
+
+    /// The last delivery of an update failed retryably: fail its job for
+    /// good and tell the user, since nothing will deliver it again.
+    pub async fn give_up(&self, envelope: &Envelope, deliveries: u32) -> Outcome {
+        let job = match self
+            .catalog
+            .job_by_update(teledrop_core::UpdateId(envelope.update_id))
+            .await
+        {
+            Ok(Some(j)) => j,
+            // Never recorded (the catalog was down throughout): nothing to tell.
+            Ok(None) | Err(_) => return Outcome::Drop,
+        };
+        if job.state.is_final() {
+            return Outcome::Drop;
+        }
+        let note = format!("gave up after {deliveries} deliveries");
+        match self.fail(&job, job.state, ErrorKind::Internal, note).await {
+            Outcome::Done => Outcome::Done,
+            _ => Outcome::Drop,
+        }
+    }
+
+    /// Records a file update as a job (or answers a non-file update) and
+    /// returns the job to run. The long poller calls this before it
+    /// confirms an update to Telegram.
+    pub async fn accept(&self, update: &Update) -> Result<Intake, StepErrorPublic> {
+        let update_id = teledrop_core::UpdateId(i64::from(update.id.0));
+        match parse_update(update) {
+            Inbound::File(incoming) => {
+                if !self.allowed(incoming.user_id) {
+                    self.say(incoming.chat_id, &messages::not_allowed(), Some(incoming.message_id))
+                        .await;
+                    return Ok(Intake::Handled);
+                }
+                match self
+                    .catalog
+                    .accept_job(update_id, &incoming)
+                    .await
+                    .map_err(StepError::from)?
+                {
+                    Accepted::New(job) => {
+                        info!(job = %job.id, update_id = update_id.0, kind = %incoming.kind, "job accepted");
+                        Ok(Intake::NewJob(job.id))
+                    }
+                    Accepted::Duplicate(job) => Ok(Intake::KnownJob(job.id)),
+                }
+            }
+            Inbound::Command { chat, message, command } => {
+                let text = match command {
+                    Command::Start | Command::Help => {
+                        messages::help(self.config.max_file_size, self.telegram.local_mode())
+                    }
+                    Command::Other(_) => messages::hint("command"),
+                };
+                self.say(chat, &text, Some(message)).await;
+                Ok(Intake::Handled)
+            }
+            Inbound::Other { chat, message, what } => {
+                self.say(chat, &messages::hint(what), Some(message)).await;
+                Ok(Intake::Handled)
+            }
+            Inbound::Ignored => Ok(Intake::Handled),
+        }
+    }
+
+    /// Answers a command or a message we cannot store. Best effort: such
+    /// an answer is not a job, and retrying it would hold up every later
+    /// update behind it.
+    async fn say(&self, chat: teledrop_core::ChatId, text: &str, reply_to: Option<teledrop_core::MessageId>) {
+        if let Err(e) = self.telegram.send_html(chat, text, reply_to).await {
+            warn!(chat = chat.0, error = %e, "reply not delivered");
+        }
+    }
+
+    fn retry_later(&self, e: &StepErrorPublic, attempt: u32) -> Outcome {
+        let base = Duration::from_secs(1u64 << attempt.min(6));
+        Outcome::Retry(e.0.retry_after.unwrap_or(base).min(Duration::from_secs(120)))
+    }
+
+    /// Runs a job to its end or to a retry. Safe to call for a job that is
+    /// already finished (does nothing) or that a dead process left running.
+    pub async fn run_job(&self, id: JobId) -> Outcome {
+        self.run(id, false).await
+    }
+
+    async fn run(&self, id: JobId, take_over: bool) -> Outcome {
+        let job = match self.catalog.job(id).await {
+            Ok(Some(j)) => j,
+            Ok(None) => {
+                warn!(job = %id, "job vanished");
+                return Outcome::Drop;
+            }
+            Err(e) => return self.retry_later(&StepError::from(e).into(), 1),
+        };
+        if job.state.is_final() {
+            // A redelivery after the outcome was committed but before the
+            // user was told: tell them now.
+            if job.replied_at.is_none() {
+                return self.reply_outcome(&job).await;
+            }
+            return Outcome::Done;
+        }
+        let job = match self.start(job, take_over).await {
+            Ok(Some(j)) => j,
+            // Another runner has it: look again later.
+            Ok(None) => return Outcome::Retry(Duration::from_secs(30)),
+            Err(e) => return self.retry_later(&e.into(), 1),
+        };
+        let attempt = job.attempts;
+        if attempt > self.config.max_attempts {
+            let note = format!("gave up after {} attempts", self.config.max_attempts);
+            return self.fail(&job, JobState::Running, ErrorKind::Internal, note).await;
+        }
+        match self.ingest(&job).await {
+            Ok(stored) => self.reply_outcome(&stored).await,
+            Err(e) if e.kind.is_retryable() && attempt < self.config.max_attempts => {
+                warn!(job = %job.id, attempt, kind = %e.kind, error = %e.detail, "job will be retried");
+                let note = format!("attempt {attempt}: {}", e.detail);
+                match self.catalog.transition(job.id, Transition::retry(e.kind, note)).await {
+                    Ok(_) => self.retry_later(&e.into(), attempt),
+                    Err(ce) => self.retry_later(&StepError::from(ce).into(), attempt),
+                }
+            }
+            Err(e) => self.fail(&job, JobState::Running, e.kind, e.detail).await,
+        }
+    }
+
+    /// Moves the job to `running`. A job already running belongs to
+    /// another runner (`None`) unless `take_over` (a redelivery: its
+    /// holder died) or it has not moved for [`STALE_RUNNING`]. Recovery at
+    /// start moves a dead process's jobs back to `pending` before anything
+    /// else runs.
+    async fn start(&self, job: JobRecord, take_over: bool) -> Result<Option<JobRecord>, StepError> {
+        if job.state == JobState::Running {
+            let idle = chrono::Utc::now().signed_duration_since(job.updated_at);
+            if !take_over && idle.to_std().unwrap_or_default() < STALE_RUNNING {
+                return Ok(None);
+            }
+            let back = Transition::new(JobState::Running, JobState::Pending, "taken over from a dead runner");
+            self.catalog.transition(job.id, back).await?;
+        }
+        let start = Transition::new(JobState::Pending, JobState::Running, "started");
+        match self.catalog.transition(job.id, start).await {
+            Ok(j) => Ok(Some(j)),
+            // Someone else started it between our read and our write.
+            Err(CatalogError::StateConflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fail(&self, job: &JobRecord, from: JobState, kind: ErrorKind, detail: String) -> Outcome {
+        warn!(job = %job.id, kind = %kind, error = %detail, "job failed");
+        match self
+            .catalog
+            .transition(job.id, Transition::failed(from, kind, detail))
+            .await
+        {
+            Ok(mut failed) => {
+                failed.status_message_id = failed.status_message_id.or(job.status_message_id);
+                self.reply_outcome(&failed).await
+            }
+            Err(e) => self.retry_later(&StepError::from(e).into(), 1),
+        }
+    }
+
+    /// Tells the user the outcome of a final job, once: the status message
+    /// becomes the final reply, and the catalog records that it was sent.
+    /// Repeating it (after a crash before the record) edits the same
+    /// message to the same text, which changes nothing the user sees.
+    ///
+    /// `Retry` when Telegram could not take the reply now: the redelivery
+    /// (or recovery) finds the job final but unreplied and replies then.
+    pub async fn reply_outcome(&self, job: &JobRecord) -> Outcome {
+        let text = match self.outcome_text(job).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Outcome::Done,
+            Err(e) => return self.retry_later(&e.into(), 1),
+        };
+        let f = &job.incoming;
+        let res = match job.status_message_id {
+            Some(m) => match self.telegram.edit_html(f.chat_id, m, &text).await {
+                // The status message is gone (deleted by the user): say it anew.
+                Err(e) if e.kind() == ErrorKind::TelegramRejected => self
+                    .telegram
+                    .send_html(f.chat_id, &text, Some(f.message_id))
+                    .await
+                    .map(|_| ()),
+                other => other,
+            },
+            None => self
+                .telegram
+                .send_html(f.chat_id, &text, Some(f.message_id))
+                .await
+                .map(|_| ()),
+        };
+        match res {
+            Ok(()) => {}
+            // Nobody to tell: the outcome is settled all the same.
+            Err(e) if matches!(e.kind(), ErrorKind::BlockedByUser | ErrorKind::TelegramRejected) => {
+                warn!(job = %job.id, error = %e, "final reply refused by Telegram");
+            }
+            Err(e) => {
+                warn!(job = %job.id, error = %e, "final reply not delivered yet");
+                return self.retry_later(&StepError::from(e).into(), 1);
+            }
+        }
+        if let Err(e) = self.catalog.mark_replied(job.id).await {
+            // Replying again later edits the message to the same text.
+            return self.retry_later(&StepError::from(e).into(), 1);
+        }
+        Outcome::Done
+    }
+
+    /// The final reply for a job's outcome; `None` while it is not final.
+    async fn outcome_text(&self, job: &JobRecord) -> Result<Option<String>, StepError> {
+        let f = &job.incoming;
+        let corrupt = |what: &str| StepError {
+            kind: ErrorKind::Internal,
+            detail: format!("stored job {} has no {what}", job.id),
+            retry_after: None,
+        };
+        Ok(match job.state {
+            JobState::Stored => {
+                let file_id = job.file_id.ok_or_else(|| corrupt("file"))?;
+                let file = self.catalog.file(file_id).await?.ok_or_else(|| corrupt("file row"))?;
+                let link = self
+                    .catalog
+                    .links_of(file.id)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| corrupt("link"))?;
+                let url = self.link_url(&link.token.to_string());
+                Some(messages::stored(&file.name, file.size, &url))
+            }
+            JobState::Failed => Some(match job.error_kind.unwrap_or(ErrorKind::Internal) {
+                ErrorKind::TooBig
+                    if !self.telegram.local_mode() && f.size.is_none_or(|s| s > CLOUD_DOWNLOAD_LIMIT.bytes()) =>
+                {
+                    messages::too_big_for_cloud(f)
+                }
+                ErrorKind::TooBig => messages::over_limit(f, self.config.max_file_size),
+                k => messages::failed(f, k),
+            }),
+            JobState::Pending | JobState::Running => None,
+        })
+    }
+
+    /// Stores the job's file and commits it; returns the stored job.
+    async fn ingest(&self, job: &JobRecord) -> Result<JobRecord, StepError> {
+        let f = &job.incoming;
+        // Size checks first: nothing is downloaded for a file we refuse.
+        if let Some(size) = f.size
+            && (size > self.config.max_file_size.bytes()
+                || (!self.telegram.local_mode() && size > CLOUD_DOWNLOAD_LIMIT.bytes()))
+        {
+            return Err(StepError {
+                kind: ErrorKind::TooBig,
+                detail: format!("{size} bytes"),
+                retry_after: None,
+            });
+        }
+        let status = match job.status_message_id {
+            Some(m) => Some(m),
+            None => match self
+                .telegram
+                .send_html(f.chat_id, &messages::receiving(f), Some(f.message_id))
+                .await
+            {
+                Ok(m) => {
+                    self.catalog.set_status_message(job.id, m).await?;
+                    Some(m)
+                }
+                // The file can be stored without a status message; the
+                // final reply is then sent as a new message.
+                Err(e) if matches!(e.kind(), ErrorKind::BlockedByUser | ErrorKind::TelegramRejected) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut job = job.clone();
+        job.status_message_id = status;
+
+        // Already stored by anyone: link at once, no download.
+        if let Some(blob) = self.catalog.blob(&f.file_unique_id).await? {
+            if self.storage.head(&blob.object_key).await?.is_some() {
+                let stored = StoredBlob {
+                    object_key: blob.object_key,
+                    size: blob.size,
+                    sha256: blob.sha256,
+                };
+                return self.commit(&job, stored, false).await;
+            }
+            // The bytes are gone (lost bucket, manual deletion): forget the
+            // blob so this download becomes the new one.
+            warn!(job = %job.id, key = %blob.object_key, "blob row without object: downloading again");
+            self.catalog.forget_blob(&f.file_unique_id, &blob.object_key).await?;
+        }
+
+        let remote = self.telegram.resolve(&f.telegram_file_id).await?;
+        let expected = remote.size.or(f.size);
+        if let Some(size) = expected
+            && size > self.config.max_file_size.bytes()
+        {
+            return Err(StepError {
+                kind: ErrorKind::TooBig,
+                detail: format!("{size} bytes"),
+                retry_after: None,
+            });
+        }
+        let source = self.telegram.open(&remote).await?;
+        let key = ObjectKey::for_new_blob();
+        let counter = Arc::new(AtomicU64::new(0));
+        let progress = self.spawn_progress(&job, counter.clone(), expected);
+        let counted = source.map({
+            let counter = counter.clone();
+            move |chunk: Result<Bytes, TelegramError>| {
+                if let Ok(b) = &chunk {
+                    counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+                chunk
+            }
+        });
+        let put = self
+            .storage
+            .put_stream(&key, counted, expected, self.config.max_file_size.bytes())
+            .await;
+        // No progress edit may land after the final reply.
+        progress.stop().await;
+        let outcome = put?;
+        let stored = StoredBlob {
+            object_key: key,
+            size: outcome.size,
+            sha256: outcome.sha256,
+        };
+        self.commit(&job, stored, true).await
+    }
+
+    /// Commits a stored blob. `fresh` says the object was uploaded by this
+    /// attempt (not a shared blob being reused).
+    async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<JobRecord, StepError> {
+        let uploaded = stored.object_key.clone();
+        let committed = match self.catalog.commit_stored(job.id, stored, NewLink::unlimited()).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Delete our upload only when the catalog positively shows
+                // nothing refers to it; when in doubt (the catalog is failing,
+                // or the commit may have landed) orphan collection decides.
+                if fresh
+                    && let Ok(blob) = self.catalog.blob(&job.incoming.file_unique_id).await
+                    && blob.is_none_or(|b| b.object_key != uploaded)
+                {
+                    let _ = self.storage.delete(&uploaded).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(extra) = &committed.redundant_object
+            && let Err(e) = self.storage.delete(extra).await
+        {
+            warn!(error = %e, "could not delete a redundant upload; orphan collection will");
+        }
+        info!(job = %job.id, file = %committed.file.id, size = committed.file.size, "file stored");
+        let mut stored = committed.job;
+        // The status message may have been sent during this attempt.
+        stored.status_message_id = stored.status_message_id.or(job.status_message_id);
+        Ok(stored)
+    }
+
+    /// Edits the status message while bytes flow, at most once per
+    /// `progress_interval` (teloxide's throttle does not pace edits).
+    fn spawn_progress(&self, job: &JobRecord, counter: Arc<AtomicU64>, total: Option<u64>) -> Progress {
+        let cancel = CancellationToken::new();
+        let Some(message) = job.status_message_id else {
+            return Progress { cancel, task: None };
+        };
+        let telegram = self.telegram.clone();
+        let incoming = job.incoming.clone();
+        let every = self.config.progress_interval;
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let done = counter.load(Ordering::Relaxed);
+                if done == last {
+                    continue;
+                }
+                last = done;
+                let text = messages::progress(&incoming, done, total);
+                if let Err(e) = telegram.edit_html(incoming.chat_id, message, &text).await
+                    && let Some(wait) = e.retry_after()
+                {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        });
+        Progress {
+            cancel,
+            task: Some(task),
+        }
+    }
+
+    /// The incoming file of a job, for callers that report on it.
+    pub fn describe(job: &JobRecord) -> &IncomingFile {
+        &job.incoming
+    }
+}
+
+/// The progress editor of one transfer.
+struct Progress {
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Stops editing and waits for an edit in flight to land, so that it
+    /// cannot overwrite the final reply.
+    async fn stop(self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A classified failure of a pipeline step, opaque outside the crate.
+#[derive(Debug)]
+pub struct StepErrorPublic(StepError);
+
+impl From<StepError> for StepErrorPublic {
+    fn from(e: StepError) -> Self {
+        Self(e)
+    }
+}
+
+impl std::fmt::Display for StepErrorPublic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.kind, self.0.detail)
+    }
+}
+
+impl std::error::Error for StepErrorPublic {}
+
+impl StepErrorPublic {
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.0.retry_after
+    }
+}
