@@ -13,7 +13,9 @@
 //! starts and again when it ends (odd while a write is running): a request
 //! notes the epoch before its catalog read, and its admission is refused
 //! as stale when the epoch moved or was odd, in which case the request
-//! reads the catalog again. Links without a limit never need this.
+//! reads the catalog again. A request that keeps losing that race reads
+//! once more while holding the flush gate (see `LinksState`), which no
+//! flush can interleave with. Links without a limit never need this.
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -85,10 +87,7 @@ impl DownloadCounter {
 
     /// Decides whether `link` may serve `file` now, counting a download
     /// when `count` is set and the link serves. `file` is as read from the
-    /// catalog after `seen_epoch` was noted. With `strict` unset the
-    /// answer is never [`Admission::Stale`]: counts in flight are then
-    /// added to the catalog's, which can only over-count (the safe side
-    /// of a limit).
+    /// catalog after `seen_epoch` was noted.
     pub(crate) fn admit(
         &self,
         seen_epoch: u64,
@@ -96,11 +95,10 @@ impl DownloadCounter {
         file: &FileRecord,
         now: DateTime<Utc>,
         count: bool,
-        strict: bool,
     ) -> Admission {
         let mut state = self.lock();
         let limited = link.max_downloads.is_some();
-        if limited && strict && (seen_epoch != state.epoch || !seen_epoch.is_multiple_of(2)) {
+        if limited && (seen_epoch != state.epoch || !seen_epoch.is_multiple_of(2)) {
             return Admission::Stale;
         }
         let pending = state.files.get(&file.id).map_or(0, |p| p.unflushed + p.in_flight);
@@ -258,25 +256,16 @@ mod tests {
         let f = file(0);
         let l = link(&f, Some(2));
         let now = Utc::now();
-        assert_eq!(
-            c.admit(0, &l, &f, now, true, true),
-            Admission::Admitted { counted: true }
-        );
+        assert_eq!(c.admit(0, &l, &f, now, true), Admission::Admitted { counted: true });
         // Not counting (HEAD, mid-file range) still checks the limit.
+        assert_eq!(c.admit(0, &l, &f, now, false), Admission::Admitted { counted: false });
+        assert_eq!(c.admit(0, &l, &f, now, true), Admission::Admitted { counted: true });
         assert_eq!(
-            c.admit(0, &l, &f, now, false, true),
-            Admission::Admitted { counted: false }
-        );
-        assert_eq!(
-            c.admit(0, &l, &f, now, true, true),
-            Admission::Admitted { counted: true }
-        );
-        assert_eq!(
-            c.admit(0, &l, &f, now, false, true),
+            c.admit(0, &l, &f, now, false),
             Admission::Gone(LinkGone::DownloadLimitReached)
         );
         assert_eq!(
-            c.admit(0, &l, &f, now, true, true),
+            c.admit(0, &l, &f, now, true),
             Admission::Gone(LinkGone::DownloadLimitReached)
         );
         assert_eq!(c.pending(f.id), 2);
@@ -289,8 +278,8 @@ mod tests {
         let l = link(&f, Some(3));
         let t1 = Utc::now();
         let t2 = t1 + chrono::Duration::seconds(5);
-        c.admit(0, &l, &f, t2, true, true);
-        c.admit(0, &l, &f, t1, true, true);
+        c.admit(0, &l, &f, t2, true);
+        c.admit(0, &l, &f, t1, true);
         let hits = c.begin_flush().unwrap();
         assert_eq!(
             hits,
@@ -302,13 +291,8 @@ mod tests {
         );
         // A read noted before the flush began is stale now, and so is one
         // noted while it runs.
-        assert_eq!(c.admit(0, &l, &f, t1, true, true), Admission::Stale);
-        assert_eq!(c.admit(1, &l, &f, t1, true, true), Admission::Stale);
-        // Non-strict: in-flight counts are added, the limit holds.
-        assert_eq!(
-            c.admit(1, &l, &f, t1, false, false),
-            Admission::Admitted { counted: false }
-        );
+        assert_eq!(c.admit(0, &l, &f, t1, true), Admission::Stale);
+        assert_eq!(c.admit(1, &l, &f, t1, true), Admission::Stale);
         c.end_flush(true);
         assert_eq!(c.pending(f.id), 0);
         assert!(c.begin_flush().is_none());
@@ -317,12 +301,9 @@ mod tests {
             download_count: 2,
             ..f.clone()
         };
+        assert_eq!(c.admit(2, &l, &f2, t1, true), Admission::Admitted { counted: true });
         assert_eq!(
-            c.admit(2, &l, &f2, t1, true, true),
-            Admission::Admitted { counted: true }
-        );
-        assert_eq!(
-            c.admit(2, &l, &f2, t1, true, true),
+            c.admit(2, &l, &f2, t1, true),
             Admission::Gone(LinkGone::DownloadLimitReached)
         );
     }
@@ -333,10 +314,10 @@ mod tests {
         let f = file(0);
         let l = link(&f, None);
         let now = Utc::now();
-        c.admit(0, &l, &f, now, true, true);
+        c.admit(0, &l, &f, now, true);
         let hits = c.begin_flush().unwrap();
         // Counted while the write runs.
-        c.admit(1, &l, &f, now, true, true);
+        c.admit(1, &l, &f, now, true);
         c.end_flush(false);
         assert_eq!(c.pending(f.id), 2);
         assert_eq!(hits[0].count, 1);
@@ -356,10 +337,10 @@ mod tests {
         let c = DownloadCounter::default();
         let f = file(0);
         let l = link(&f, None);
-        c.admit(0, &l, &f, Utc::now(), true, true);
+        c.admit(0, &l, &f, Utc::now(), true);
         c.begin_flush().unwrap();
         assert_eq!(
-            c.admit(0, &l, &f, Utc::now(), true, true),
+            c.admit(0, &l, &f, Utc::now(), true),
             Admission::Admitted { counted: true }
         );
     }
@@ -370,13 +351,10 @@ mod tests {
         let f = file(0);
         let l = link(&f, Some(1));
         let now = Utc::now();
-        c.admit(0, &l, &f, now, true, true);
+        c.admit(0, &l, &f, now, true);
         c.uncount(f.id);
         assert_eq!(c.pending(f.id), 0);
-        assert_eq!(
-            c.admit(0, &l, &f, now, true, true),
-            Admission::Admitted { counted: true }
-        );
+        assert_eq!(c.admit(0, &l, &f, now, true), Admission::Admitted { counted: true });
         c.uncount(FileId::new());
     }
 
@@ -384,7 +362,7 @@ mod tests {
     async fn settled_epoch_waits_for_a_running_flush() {
         let c = std::sync::Arc::new(DownloadCounter::default());
         let f = file(0);
-        c.admit(0, &link(&f, None), &f, Utc::now(), true, true);
+        c.admit(0, &link(&f, None), &f, Utc::now(), true);
         assert_eq!(c.settled_epoch(Duration::from_secs(60)).await, 0);
         c.begin_flush().unwrap();
         let waiter = tokio::spawn({
@@ -395,7 +373,7 @@ mod tests {
         c.end_flush(true);
         assert_eq!(waiter.await.unwrap(), 2);
         // A flush that never ends is waited for only so long.
-        c.admit(2, &link(&f, None), &f, Utc::now(), true, true);
+        c.admit(2, &link(&f, None), &f, Utc::now(), true);
         c.begin_flush().unwrap();
         assert_eq!(c.settled_epoch(Duration::ZERO).await, 3);
     }

@@ -25,8 +25,9 @@ use crate::{LinksError, LinksState};
 /// visits revalidate cheaply with 304.
 const MAX_AGE_SECS: i64 = 300;
 
-/// How often a request re-reads the catalog when flushes keep
-/// interleaving with its reads before it settles for a conservative count.
+/// How often a request reads the catalog optimistically when flushes keep
+/// interleaving with its reads, before it reads once more holding the
+/// flush gate.
 const ADMIT_ATTEMPTS: usize = 4;
 
 /// How long a request waits for a running flush before reading anyway.
@@ -202,6 +203,13 @@ async fn admit(
     let mut attempt = 0;
     loop {
         attempt += 1;
+        // The last attempt keeps flushes out while it reads and decides,
+        // so it cannot be stale; earlier ones never block a flush.
+        let _gate = if attempt == ADMIT_ATTEMPTS {
+            Some(inner.flush_gate.read().await)
+        } else {
+            None
+        };
         // Only a stale admission (a limited link read across a flush)
         // waits for the flush to end; the first read never waits.
         let epoch = if attempt == 1 {
@@ -215,11 +223,14 @@ async fn admit(
         let validators = Validators::new(file.sha256.to_hex(), file.created_at);
         let plan = Plan::decide(method, headers, &file, &validators);
         let count = plan.counts(method);
-        let strict = attempt < ADMIT_ATTEMPTS;
-        match inner.counter.admit(epoch, &link, &file, now, count, strict) {
+        match inner.counter.admit(epoch, &link, &file, now, count) {
             Admission::Admitted { counted } => return Ok((link, file, plan, counted)),
             Admission::Gone(gone) => return Err(LinksError::Gone(gone)),
-            // Only a strict attempt can be stale, so this loop ends.
+            Admission::Stale if attempt == ADMIT_ATTEMPTS => {
+                // Unreachable while the gate is held; refuse rather than
+                // risk serving past a limit.
+                return Err(LinksError::Busy);
+            }
             Admission::Stale => tracing::trace!(attempt, "a flush interleaved with the catalog read; reading again"),
         }
     }

@@ -24,6 +24,9 @@ pub enum LinksError {
     /// A well-formed `Range` that selects nothing in `total` bytes.
     #[error("range not satisfiable (the file has {total} bytes)")]
     RangeNotSatisfiable { total: u64 },
+    /// A download limit could not be checked against a settled count.
+    #[error("the download count is being written; try again")]
+    Busy,
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("storage: {0}")]
@@ -59,6 +62,7 @@ impl LinksError {
             Self::Gone(LinkGone::DownloadLimitReached) => "download_limit_reached",
             Self::ObjectMissing => "object_missing",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::Busy => "busy",
             Self::Catalog(_) => "catalog",
             Self::Storage(_) => "storage",
         }
@@ -70,6 +74,7 @@ impl LinksError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Gone(_) | Self::ObjectMissing => StatusCode::GONE,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Catalog(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Catalog(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +109,7 @@ impl IntoResponse for LinksError {
                 "Range not satisfiable",
                 "The requested part of the file lies beyond its end.",
             ),
+            Self::Busy => ("Temporarily unavailable", "Please try again in a moment."),
             Self::Catalog(e) => {
                 tracing::error!(error = label, detail = %e, "catalog failed while serving a link");
                 (
@@ -137,6 +143,9 @@ impl IntoResponse for LinksError {
                     headers.insert(header::CONTENT_RANGE, v);
                 }
                 headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            }
+            Self::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Catalog(_) | Self::Storage(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -174,6 +183,7 @@ mod tests {
                 416,
                 "range_not_satisfiable",
             ),
+            (LinksError::Busy, 503, "busy"),
             (LinksError::Catalog(CatalogError::Corrupt("x".into())), 500, "catalog"),
             (LinksError::from(StorageError::InvalidRange), 500, "storage"),
         ];

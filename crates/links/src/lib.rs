@@ -81,8 +81,11 @@ struct Inner {
     storage: Storage,
     config: LinksConfig,
     counter: DownloadCounter,
-    /// Serialises flushes (the periodic one, the final one, explicit ones).
-    flush_lock: tokio::sync::Mutex<()>,
+    /// Held exclusively by a flush, which also serialises flushes (the
+    /// periodic one, the final one, explicit ones); held shared by a
+    /// limited-link admission that lost the optimistic race too often, so
+    /// its catalog read and its decision cannot straddle a flush.
+    flush_gate: tokio::sync::RwLock<()>,
 }
 
 impl LinksState {
@@ -93,7 +96,7 @@ impl LinksState {
                 storage,
                 config,
                 counter: DownloadCounter::default(),
-                flush_lock: tokio::sync::Mutex::new(()),
+                flush_gate: tokio::sync::RwLock::new(()),
             }),
         }
     }
@@ -107,7 +110,7 @@ impl LinksState {
     /// stay in memory for the next flush.
     pub async fn flush_downloads(&self) -> Result<(), LinksError> {
         let inner = &self.inner;
-        let _serial = inner.flush_lock.lock().await;
+        let _exclusive = inner.flush_gate.write().await;
         let Some(hits) = inner.counter.begin_flush() else {
             return Ok(());
         };
