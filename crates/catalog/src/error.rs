@@ -18,6 +18,10 @@ pub enum CatalogError {
     StateConflict { expected: JobState, actual: JobState },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A [`crate::FileFilter`] that cannot be turned into a query; nothing
+    /// was queried.
+    #[error("invalid file filter: {0}")]
+    InvalidFilter(String),
 }
 
 impl CatalogError {
@@ -32,6 +36,7 @@ impl CatalogError {
             Self::IllegalTransition(_) => "illegal_transition",
             Self::StateConflict { .. } => "state_conflict",
             Self::Corrupt(_) => "corrupt",
+            Self::InvalidFilter(_) => "invalid_filter",
         }
     }
 

@@ -28,7 +28,10 @@
 //!   blob row goes with the last live file while deleted file rows stay;
 //! - a stored value a core type rejects (negative size, unknown state,
 //!   bad key…) is reported as [`CatalogError::Corrupt`], and so is a
-//!   `u64` too large for the database's signed 64-bit integers.
+//!   `u64` too large for the database's signed 64-bit integers;
+//! - a [`FileFilter`] the catalog cannot express (malformed MIME pattern,
+//!   size too large) is [`CatalogError::InvalidFilter`], refused before
+//!   any query; its SQL is built once, in `common`, for both backends.
 
 mod common;
 mod error;
@@ -41,9 +44,10 @@ pub use sqlite::SqliteCatalog;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
 use std::sync::Arc;
 use teledrop_core::{
-    BlobRecord, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
+    BlobRecord, ChatId, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
     LinkToken, MessageId, NewLink, ObjectKey, Sha256, UpdateId, Usage, UserId,
 };
 
@@ -147,6 +151,60 @@ pub struct PolicyRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which live (state = active) files a rule applies to. Every given
+/// condition must hold; an empty list or `None` places no condition.
+///
+/// Time bounds are compared with the stored (millisecond) values exactly:
+/// a file created at `12:00:00.001` is created before `12:00:00.001500`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileFilter {
+    /// `owner IN (…)`.
+    pub owners: Vec<UserId>,
+    /// `chat_id IN (…)`.
+    pub chats: Vec<ChatId>,
+    /// MIME patterns: `"type/subtype"` (exact), `"type/*"` (any subtype),
+    /// or `"*/*"` / `"*"` (any). Compared case-insensitively (ASCII). A
+    /// file matches if it matches ANY pattern. Anything else (empty, no
+    /// or several `/`, an empty part, `*` elsewhere than as the whole
+    /// subtype or the whole pattern) is refused with
+    /// [`CatalogError::InvalidFilter`].
+    pub mime_patterns: Vec<String>,
+    /// `size >= min_size`. Sizes above `i64::MAX` (what the databases
+    /// store) are refused with [`CatalogError::InvalidFilter`].
+    pub min_size: Option<u64>,
+    /// `size <= max_size`.
+    pub max_size: Option<u64>,
+    /// `created_at < t`.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Idle: `coalesce(last_download_at, created_at) < t`.
+    pub idle_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page of [`Catalog::live_files`] continues: after this
+/// `(created_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: FileId,
+}
+
+impl FileCursor {
+    /// The cursor just past `f` (the last file of a page).
+    pub fn of(f: &FileRecord) -> Self {
+        Self {
+            created_at: f.created_at,
+            id: f.id,
+        }
+    }
+}
+
+/// Count and bytes of a set of files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Which engine, for logs and metrics: `"postgres"` or `"sqlite"`.
@@ -238,6 +296,27 @@ pub trait Catalog: Send + Sync + 'static {
     /// delete. Deleting a deleted file changes nothing and returns `None`;
     /// an unknown file is [`CatalogError::NotFound`].
     async fn delete_file(&self, id: FileId) -> Result<Option<ObjectKey>>;
+
+    // ---- retention -------------------------------------------------------
+
+    /// Live files matching `filter`, oldest first (`created_at`, then
+    /// `id`), at most `limit`, strictly after `after` in that order when
+    /// given. Pass [`FileCursor::of`] the last file of a page to get the
+    /// next one; files deleted meanwhile are simply not returned.
+    async fn live_files(&self, filter: &FileFilter, after: Option<FileCursor>, limit: u32) -> Result<Vec<FileRecord>>;
+
+    /// Count and total size of the live files matching `filter`.
+    async fn live_totals(&self, filter: &FileFilter) -> Result<Totals>;
+
+    /// The same per owner, ordered by owner id; owners with no matching
+    /// file are absent.
+    async fn live_totals_by_owner(&self, filter: &FileFilter) -> Result<Vec<(UserId, Totals)>>;
+
+    /// Of `keys`, those a blob row names (objects the catalog still
+    /// needs). Takes any number of keys. A key not named now may be named
+    /// by a commit still in flight: a caller deleting unnamed objects
+    /// should spare recent ones.
+    async fn referenced_objects(&self, keys: &[ObjectKey]) -> Result<HashSet<ObjectKey>>;
 
     // ---- policies --------------------------------------------------------
 

@@ -12,13 +12,17 @@
 //!   concurrently for the same blob is either seen or waited for.
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
-use crate::{Accepted, Catalog, CatalogError, Committed, DownloadHit, PolicyRow, Result, StoredBlob, Transition};
+use crate::{
+    Accepted, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result, StoredBlob,
+    Totals, Transition,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row};
+use std::collections::HashSet;
 use std::time::Duration;
 use teledrop_core::file::FileState;
 use teledrop_core::{
@@ -122,6 +126,24 @@ impl Cols for PgRow {
     fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T> {
         let v: serde_json::Value = self.try_get(col)?;
         common::json_value(v, col)
+    }
+}
+
+impl common::SqlOut for QueryBuilder<Postgres> {
+    fn sql(&mut self, sql: &str) {
+        self.push(sql);
+    }
+    fn int(&mut self, v: i64) {
+        self.push_bind(v);
+    }
+    fn text(&mut self, v: &str) {
+        self.push_bind(v.to_owned());
+    }
+    fn ts(&mut self, t: DateTime<Utc>) {
+        self.push_bind(t);
+    }
+    fn uuid(&mut self, u: Uuid) {
+        self.push_bind(u);
     }
 }
 
@@ -591,6 +613,43 @@ impl Catalog for PgCatalog {
         }
         tx.commit().await?;
         Ok(released)
+    }
+
+    async fn live_files(&self, filter: &FileFilter, after: Option<FileCursor>, limit: u32) -> Result<Vec<FileRecord>> {
+        let filter = common::check_filter(filter)?;
+        let mut q = QueryBuilder::<Postgres>::default();
+        common::live_files_query(&mut q, &filter, after, limit);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(common::file_from).collect()
+    }
+
+    async fn live_totals(&self, filter: &FileFilter) -> Result<Totals> {
+        let filter = common::check_filter(filter)?;
+        let mut q = QueryBuilder::<Postgres>::default();
+        common::live_totals_query(&mut q, &filter, false);
+        let row = q.build().fetch_one(&self.pool).await?;
+        common::totals_from(&row)
+    }
+
+    async fn live_totals_by_owner(&self, filter: &FileFilter) -> Result<Vec<(UserId, Totals)>> {
+        let filter = common::check_filter(filter)?;
+        let mut q = QueryBuilder::<Postgres>::default();
+        common::live_totals_query(&mut q, &filter, true);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(common::owner_totals_from).collect()
+    }
+
+    async fn referenced_objects(&self, keys: &[ObjectKey]) -> Result<HashSet<ObjectKey>> {
+        let mut found = HashSet::new();
+        for chunk in common::distinct_keys(keys).chunks(common::KEYS_PER_QUERY) {
+            let mut q = QueryBuilder::<Postgres>::default();
+            common::referenced_query(&mut q, chunk);
+            let named: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
+            for key in named {
+                found.insert(common::parse(&key, "object key")?);
+            }
+        }
+        Ok(found)
     }
 
     async fn upsert_policy(&self, key: &str, generation: i64, spec: &serde_json::Value) -> Result<()> {

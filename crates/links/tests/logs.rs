@@ -1,6 +1,12 @@
-//! What reaches the logs.
+//! What reaches the logs. A test binary of its own: a scoped subscriber
+//! (`set_default`) races with other tests' threads registering the same
+//! callsites, which can cache them as disabled and drop the span.
 
-use crate::common::{Env, url};
+#[path = "links/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use common::{Env, url};
 use http::StatusCode;
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,8 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use teledrop_catalog::{
-    Accepted, Catalog, Committed, DownloadHit, PolicyRow, Result, SqliteCatalog, StoredBlob, Transition,
+    Accepted, Catalog, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result, SqliteCatalog, StoredBlob,
+    Totals, Transition,
 };
 use teledrop_core::{
     BlobRecord, ChatId, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord, LinkToken,
@@ -120,6 +121,18 @@ impl Catalog for ObservedCatalog {
     }
     async fn delete_file(&self, id: FileId) -> Result<Option<ObjectKey>> {
         self.inner.delete_file(id).await
+    }
+    async fn live_files(&self, filter: &FileFilter, after: Option<FileCursor>, limit: u32) -> Result<Vec<FileRecord>> {
+        self.inner.live_files(filter, after, limit).await
+    }
+    async fn live_totals(&self, filter: &FileFilter) -> Result<Totals> {
+        self.inner.live_totals(filter).await
+    }
+    async fn live_totals_by_owner(&self, filter: &FileFilter) -> Result<Vec<(UserId, Totals)>> {
+        self.inner.live_totals_by_owner(filter).await
+    }
+    async fn referenced_objects(&self, keys: &[ObjectKey]) -> Result<std::collections::HashSet<ObjectKey>> {
+        self.inner.referenced_objects(keys).await
     }
     async fn upsert_policy(&self, key: &str, generation: i64, spec: &serde_json::Value) -> Result<()> {
         self.inner.upsert_policy(key, generation, spec).await

@@ -9,4 +9,3 @@ mod health;
 mod ranges;
 mod serving;
 mod tcp;
-mod tracing_logs;
