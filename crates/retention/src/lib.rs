@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod policy;
+pub mod schedule;
 pub mod sweep;
 pub mod values;
 
@@ -12,6 +13,7 @@ pub use policy::{
     OnQuotaExceeded, Policy, Quota, RetentionPolicy, RetentionPolicySpec, RetentionPolicyStatus, RunCounts, Selector,
     UsageStatus,
 };
+pub use schedule::{install_file_policies, run_schedule};
 pub use sweep::{
     Incoming, Limit, OrphanReport, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError, SweepReport, Sweeper,
 };

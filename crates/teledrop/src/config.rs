@@ -39,6 +39,69 @@ pub enum Command {
     Links(LinksArgs),
     /// Manage the bot's webhook with Telegram.
     Webhook(WebhookArgs),
+    /// The RetentionPolicy controller: sweeps, quotas' rules, orphan
+    /// collection; leader-elected on a Lease.
+    Controller(ControllerArgs),
+    /// Print the RetentionPolicy CustomResourceDefinition (YAML).
+    Crd,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub orphans: OrphanArgs,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(
+        long,
+        env = "TELEDROP_LISTEN",
+        value_name = "TELEDROP_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Watch RetentionPolicies in this namespace only (empty: all namespaces).
+    #[arg(long, env = "TELEDROP_WATCH_NAMESPACE", value_name = "TELEDROP_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Name of the coordination.k8s.io Lease replicas elect a leader on.
+    #[arg(
+        long,
+        env = "TELEDROP_LEASE_NAME",
+        value_name = "TELEDROP_LEASE_NAME",
+        default_value = "teledrop-controller"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "TELEDROP_LEASE_NAMESPACE", value_name = "TELEDROP_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in events (default: the host name).
+    #[arg(long, env = "POD_NAME", value_name = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OrphanArgs {
+    /// Objects no catalog row names are removed once older than this; it
+    /// must exceed the longest upload (an upload writes its object first).
+    #[arg(
+        long,
+        env = "TELEDROP_ORPHAN_GRACE",
+        value_name = "TELEDROP_ORPHAN_GRACE",
+        default_value = "24h",
+        value_parser = humantime::parse_duration
+    )]
+    pub orphan_grace: std::time::Duration,
+    /// How often orphaned objects are looked for.
+    #[arg(
+        long,
+        env = "TELEDROP_ORPHAN_INTERVAL",
+        value_name = "TELEDROP_ORPHAN_INTERVAL",
+        default_value = "1h",
+        value_parser = humantime::parse_duration
+    )]
+    pub orphan_interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +368,12 @@ pub struct StandaloneArgs {
     pub ingest: IngestArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// A YAML file of RetentionPolicy documents (as for kubectl) applied to
+    /// this instance: swept on their intervals, quotas checked at ingest.
+    #[arg(long, env = "TELEDROP_POLICY_FILE", value_name = "TELEDROP_POLICY_FILE")]
+    pub policy_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub orphans: OrphanArgs,
     /// Where the link server listens.
     #[arg(
         long,

@@ -13,6 +13,11 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(args) => teledrop::roles::worker(args, shutdown).await,
         Command::Links(args) => teledrop::roles::links(args, shutdown).await,
         Command::Webhook(args) => teledrop::roles::webhook(args).await,
+        Command::Controller(args) => teledrop::roles::controller(args, shutdown).await,
+        Command::Crd => {
+            print!("{}", teledrop_retention::crd_yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

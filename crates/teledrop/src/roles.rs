@@ -1,7 +1,8 @@
 //! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
 
 use crate::config::{
-    ConfigError, IngressArgs, LinksArgs, WebhookAction, WebhookArgs, WorkerArgs, parse_duration, parse_http_url,
+    ConfigError, ControllerArgs, IngressArgs, LinksArgs, WebhookAction, WebhookArgs, WorkerArgs, parse_duration,
+    parse_http_url,
 };
 use anyhow::Context;
 use axum::Router;
@@ -163,5 +164,132 @@ pub async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+struct ControllerHealth {
+    catalog: Arc<dyn Catalog>,
+    storage: Storage,
+    metrics: Arc<teledrop_controller::Metrics>,
+}
+
+async fn controller_ready(State(h): State<Arc<ControllerHealth>>) -> impl IntoResponse {
+    // A replica waiting for the lease is ready: it serves metrics and
+    // takes over as soon as the leader goes.
+    match tokio::join!(h.catalog.ping(), h.storage.ping()) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
+        (c, s) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready:{}{}",
+                if c.is_err() { " catalog" } else { "" },
+                if s.is_err() { " storage" } else { "" }
+            ),
+        ),
+    }
+}
+
+async fn controller_metrics(State(h): State<Arc<ControllerHealth>>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        h.metrics.render(),
+    )
+}
+
+pub async fn controller(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use kube_lease_manager::LeaseManagerBuilder;
+    use teledrop_controller::{
+        Context as ControllerContext, Metrics, Stop, lead, run_controller, run_orphan_collection,
+    };
+
+    let database_url = args.database.resolve(None)?;
+    let storage = args.storage.resolve()?;
+    let listener = listen(args.listen).await?;
+    let catalog = teledrop_catalog::connect(&database_url)
+        .await
+        .context("opening the catalog (DATABASE_URL)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
+    let identity = args
+        .pod_name
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "teledrop-controller".into());
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let metrics = Arc::new(Metrics::default());
+    let sweeper = teledrop_retention::Sweeper::new(catalog.clone(), storage.clone());
+    let ctx = Arc::new(ControllerContext::new(
+        client.clone(),
+        catalog.clone(),
+        sweeper.clone(),
+        kube::runtime::events::Reporter {
+            controller: "teledrop-controller".into(),
+            instance: Some(identity.clone()),
+        },
+        metrics.clone(),
+    ));
+
+    let health = Arc::new(ControllerHealth {
+        catalog,
+        storage,
+        metrics: metrics.clone(),
+    });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(controller_ready))
+        .route("/metrics", get(controller_metrics))
+        .with_state(health);
+    let http = tokio::spawn(serve(listener, app, shutdown.clone()));
+
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("setting up leader election (TELEDROP_LEASE_NAME, TELEDROP_LEASE_NAMESPACE)")?;
+    let (leader, lease_task) = manager.watch().await;
+    info!(lease = %args.lease_name, namespace = %lease_namespace, identity = %identity, "waiting for the lease");
+
+    let namespace = args.watch_namespace.clone().filter(|n| !n.is_empty());
+    let (grace, every) = (args.orphans.orphan_grace, args.orphans.orphan_interval);
+    lead(leader, shutdown.clone().cancelled_owned(), move |stop: Stop| {
+        let (ctx, sweeper, metrics, namespace) = (ctx.clone(), sweeper.clone(), metrics.clone(), namespace.clone());
+        async move {
+            metrics.leader.store(true, std::sync::atomic::Ordering::Relaxed);
+            let term = CancellationToken::new();
+            let stopper = term.clone();
+            let stop_watch = tokio::spawn(async move {
+                stop.await;
+                stopper.cancel();
+            });
+            let (t1, t2) = (term.clone(), term.clone());
+            let controller_stop: Stop = Box::pin(async move { t1.cancelled().await });
+            tokio::join!(
+                run_controller(ctx, namespace, controller_stop, std::time::Duration::from_secs(20)),
+                run_orphan_collection(
+                    sweeper,
+                    metrics.clone(),
+                    grace,
+                    every,
+                    async move { t2.cancelled().await }
+                ),
+            );
+            stop_watch.abort();
+            metrics.leader.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .await;
+    // Dropping the receiver inside `lead` released the lease.
+    if let Ok(Err(e)) = lease_task.await {
+        tracing::warn!(error = %e, "releasing the lease failed; another replica takes over when it expires");
+    }
+    http.await.context("HTTP server task")??;
     Ok(())
 }

@@ -18,11 +18,20 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     let ingest = args.ingest.resolve()?;
     let database_url = args.database.resolve(Some(DEFAULT_DATABASE_URL))?;
     let (storage, limits) = (ingest.storage, ingest.limits);
+    let policies = match &args.policy_file {
+        Some(path) => {
+            teledrop_retention::load_policy_file(path).map_err(|e| ConfigError::invalid("TELEDROP_POLICY_FILE", e))?
+        }
+        None => Vec::new(),
+    };
 
     let catalog = teledrop_catalog::connect(&database_url)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     catalog.migrate().await.context("migrating the catalog")?;
+    teledrop_retention::install_file_policies(&catalog, &policies)
+        .await
+        .context("storing the policies of TELEDROP_POLICY_FILE")?;
     let telegram = Telegram::new(ingest.telegram).context("setting up the Bot API client")?;
     let username = telegram
         .get_me()
@@ -60,6 +69,19 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
     info!(addr = %listener.local_addr()?, "link server listening");
 
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        info!(policies = policies.len(), "retention policies in force");
+        let sweeper = teledrop_retention::Sweeper::new(catalog.clone(), storage.clone());
+        let stop = shutdown.clone();
+        let (grace, every) = (args.orphans.orphan_grace, args.orphans.orphan_interval);
+        tasks.spawn(teledrop_retention::run_schedule(
+            sweeper,
+            policies,
+            grace,
+            every,
+            stop.cancelled_owned(),
+        ));
+    }
     {
         let app = teledrop_links::router(links.clone());
         let stop = shutdown.clone();

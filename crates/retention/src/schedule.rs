@@ -1,0 +1,87 @@
+//! Sweeping policies on their intervals inside one process (`standalone`;
+//! the controller schedules through Kubernetes requeues instead).
+
+use chrono::Utc;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use teledrop_catalog::Catalog;
+
+use crate::policy::Policy;
+use crate::sweep::Sweeper;
+
+/// Replaces the catalog's `file:` policies with `policies`, so workers'
+/// quota checks see exactly the file's rules.
+pub async fn install_file_policies(
+    catalog: &Arc<dyn Catalog>,
+    policies: &[Policy],
+) -> Result<(), teledrop_catalog::CatalogError> {
+    for row in catalog.policies().await? {
+        if row.key.starts_with("file:") && !policies.iter().any(|p| p.key == row.key) {
+            catalog.delete_policy(&row.key).await?;
+        }
+    }
+    for p in policies {
+        let spec = serde_json::to_value(&p.spec).expect("a spec serialises");
+        catalog.upsert_policy(&p.key, 1, &spec).await?;
+    }
+    Ok(())
+}
+
+/// Sweeps each policy at once and then every `interval`, and collects
+/// orphaned objects every `orphan_every` (objects older than
+/// `orphan_grace`), until `stop` completes. Failures are logged and
+/// retried at the next run.
+pub async fn run_schedule(
+    sweeper: Sweeper,
+    policies: Vec<Policy>,
+    orphan_grace: Duration,
+    orphan_every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for policy in policies {
+        let (sweeper, mut stop_rx) = (sweeper.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(policy.spec.interval.as_duration());
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    _ = ticker.tick() => {}
+                }
+                if let Err(e) = sweeper.sweep(&policy, Utc::now(), false).await {
+                    tracing::warn!(policy = %policy.key, error = %e, label = e.label(), "sweep failed; retrying at the next interval");
+                }
+            }
+        });
+    }
+    {
+        let mut stop_rx = stop_rx.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(orphan_every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    _ = ticker.tick() => {}
+                }
+                match sweeper.collect_orphans(orphan_grace, Utc::now(), false).await {
+                    Ok(r) if r.deleted.files > 0 => {
+                        tracing::info!(
+                            deleted = r.deleted.files,
+                            bytes = r.deleted.bytes,
+                            "orphaned objects removed"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
+                }
+            }
+        });
+    }
+    stop.await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+}
