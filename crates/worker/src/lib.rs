@@ -7,8 +7,10 @@
 //! 1. parse the raw update; answer commands and non-file messages;
 //! 2. record a file message as a job (unique `update_id`, so a redelivery
 //!    finds the existing job and a finished job is not redone);
-//! 3. run the job: status message, dedup by `file_unique_id`, size checks
-//!    before any download, stream Bot API → object store with SHA-256,
+//! 3. run the job: size checks and `Reject` quotas (from the
+//!    `RetentionPolicy` rows in the catalog) before any download, status
+//!    message, dedup by `file_unique_id`, stream Bot API → object store
+//!    with SHA-256 (a quota's room left caps a stream of unknown size),
 //!    commit file + link + usage + job state in one transaction, and turn
 //!    the status message into the final reply.
 //!
@@ -21,7 +23,7 @@ mod pipeline;
 mod poll;
 mod serve;
 
-pub use pipeline::{Intake, Outcome, Pipeline, PipelineConfig, STALE_RUNNING};
+pub use pipeline::{Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, STALE_RUNNING};
 pub use poll::run_poller;
 pub use serve::{Recovery, recover_unfinished, serve};
 

@@ -78,6 +78,17 @@ pub fn over_limit(f: &IncomingFile, max: ByteSize) -> String {
     format!("❌ {} is larger than this bot's limit of {max}.", label(f))
 }
 
+/// `why` is the quota's sentence ("this file (2.0 MiB) would exceed your
+/// quota of 5.0 MiB: 4.5 MiB stored already").
+pub fn over_quota(f: &IncomingFile, why: Option<&str>) -> String {
+    let why = why.unwrap_or("it would exceed a storage quota");
+    format!(
+        "⛔ {} was not stored: {}.\n\nDelete some of your files or ask the operator for a larger quota.",
+        label(f),
+        html_escape(why.trim_end_matches('.'))
+    )
+}
+
 pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
     let why = match kind {
         ErrorKind::Network | ErrorKind::TelegramUnavailable => "Telegram could not be reached for too long",

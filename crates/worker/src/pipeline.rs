@@ -1,14 +1,15 @@
 use crate::messages;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use teledrop_bus::Envelope;
 use teledrop_catalog::{Accepted, Catalog, CatalogError, StoredBlob, Transition};
 use teledrop_core::{
     ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
 };
+use teledrop_retention::{Incoming, Policy, QuotaVerdict, SweepError, Sweeper};
 use teledrop_storage::{Storage, StorageError};
 use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
 use tokio_util::sync::CancellationToken;
@@ -55,11 +56,44 @@ pub enum Outcome {
     Drop,
 }
 
+/// How long the policies read from the catalog are used before they are
+/// read again (quotas at ingest).
+pub const POLICY_TTL: Duration = Duration::from_secs(5);
+
 pub struct Pipeline {
     catalog: Arc<dyn Catalog>,
     storage: Storage,
     telegram: Telegram,
     config: PipelineConfig,
+    quotas: Sweeper,
+    policy_ttl: Duration,
+    /// The policies in force and when they were read.
+    policies: Mutex<Option<(Instant, Arc<[Policy]>)>>,
+}
+
+/// The byte limit of one download, and whether a quota (not the bot's
+/// maximum file size) set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteLimit {
+    bytes: u64,
+    /// The room left under the tightest `Reject` byte quota, when that is
+    /// below the maximum file size.
+    quota_room: Option<u64>,
+}
+
+impl ByteLimit {
+    fn new(max_file_size: u64, room: Option<u64>) -> Self {
+        match room {
+            Some(r) if r < max_file_size => Self {
+                bytes: r,
+                quota_room: Some(r),
+            },
+            _ => Self {
+                bytes: max_file_size,
+                quota_room: None,
+            },
+        }
+    }
 }
 
 /// A failed step, classified.
@@ -106,14 +140,48 @@ impl From<CatalogError> for StepError {
     }
 }
 
+impl From<SweepError> for StepError {
+    fn from(e: SweepError) -> Self {
+        match e {
+            SweepError::Catalog(e) => e.into(),
+            SweepError::Storage(e) => Self {
+                kind: ErrorKind::Storage,
+                retry_after: None,
+                detail: format!("quota check: {e}"),
+            },
+        }
+    }
+}
+
+impl StepError {
+    /// A final refusal; `detail` is the sentence the user reads.
+    fn over_quota(detail: String) -> Self {
+        Self {
+            kind: ErrorKind::OverQuota,
+            detail,
+            retry_after: None,
+        }
+    }
+}
+
 impl Pipeline {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, telegram: Telegram, config: PipelineConfig) -> Self {
         Self {
+            quotas: Sweeper::new(catalog.clone(), storage.clone()),
             catalog,
             storage,
             telegram,
             config,
+            policy_ttl: POLICY_TTL,
+            policies: Mutex::new(None),
         }
+    }
+
+    /// Reads the policies from the catalog at most once per `ttl`
+    /// (default [`POLICY_TTL`]; zero reads them for every job).
+    pub fn with_policy_ttl(mut self, ttl: Duration) -> Self {
+        self.policy_ttl = ttl;
+        self
     }
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
@@ -397,6 +465,7 @@ impl Pipeline {
                     messages::too_big_for_cloud(f)
                 }
                 ErrorKind::TooBig => messages::over_limit(f, self.config.max_file_size),
+                ErrorKind::OverQuota => messages::over_quota(f, job.error_detail.as_deref()),
                 k => messages::failed(f, k),
             }),
             JobState::Pending | JobState::Running => None,
@@ -417,6 +486,9 @@ impl Pipeline {
                 retry_after: None,
             });
         }
+        // Quotas next, also before anything is downloaded (a deduplicated
+        // file adds a file row and usage just the same).
+        let room = self.quota_room(f, f.size).await?;
         let status = match job.status_message_id {
             Some(m) => Some(m),
             None => match self
@@ -440,6 +512,8 @@ impl Pipeline {
         // Already stored by anyone: link at once, no download.
         if let Some(blob) = self.catalog.blob(&f.file_unique_id).await? {
             if self.storage.head(&blob.object_key).await?.is_some() {
+                // The size is known now, if it was not before.
+                self.settle_quota(f, blob.size, room).await?;
                 let stored = StoredBlob {
                     object_key: blob.object_key,
                     size: blob.size,
@@ -464,6 +538,13 @@ impl Pipeline {
                 retry_after: None,
             });
         }
+        let room = match expected {
+            Some(size) => self.settle_quota(f, size, room).await?,
+            None => room,
+        };
+        // A quota reserves at most the room left: a stream of unknown size
+        // is cut off there.
+        let limit = ByteLimit::new(self.config.max_file_size.bytes(), room);
         let source = self.telegram.open(&remote).await?;
         let key = ObjectKey::for_new_blob();
         let counter = Arc::new(AtomicU64::new(0));
@@ -477,19 +558,95 @@ impl Pipeline {
                 chunk
             }
         });
-        let put = self
-            .storage
-            .put_stream(&key, counted, expected, self.config.max_file_size.bytes())
-            .await;
+        let put = self.storage.put_stream(&key, counted, expected, limit.bytes).await;
         // No progress edit may land after the final reply.
         progress.stop().await;
-        let outcome = put?;
+        let outcome = match (put, limit.quota_room) {
+            (Err(StorageError::TooLarge { .. }), Some(room)) => return Err(self.stream_over_quota(f, room).await),
+            (put, _) => put?,
+        };
         let stored = StoredBlob {
             object_key: key,
             size: outcome.size,
             sha256: outcome.sha256,
         };
         self.commit(&job, stored, true).await
+    }
+
+    /// The policies in force, read from the catalog at most once per
+    /// `policy_ttl`. A stored policy that does not parse is skipped.
+    async fn policies(&self) -> Result<Arc<[Policy]>, StepError> {
+        if let Some((at, policies)) = &*self.policies.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < self.policy_ttl
+        {
+            return Ok(policies.clone());
+        }
+        let rows = self.catalog.policies().await?;
+        let policies: Arc<[Policy]> = rows
+            .iter()
+            .filter_map(|row| match Policy::from_row(row) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(policy = %row.key, error = %e, "ignoring a stored policy that is not valid");
+                    None
+                }
+            })
+            .collect();
+        *self.policies.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), policies.clone()));
+        Ok(policies)
+    }
+
+    /// What the `Reject` quotas say of a file of `size` (`None`: not
+    /// known yet).
+    async fn quota_verdict(&self, f: &IncomingFile, size: Option<u64>) -> Result<QuotaVerdict, StepError> {
+        let policies = self.policies().await?;
+        if policies.is_empty() {
+            return Ok(QuotaVerdict::Allowed { room: None });
+        }
+        let incoming = Incoming {
+            owner: f.user_id,
+            chat: f.chat_id,
+            mime: &f.mime_type,
+            size,
+        };
+        Ok(self.quotas.check_quota(&policies, &incoming).await?)
+    }
+
+    /// Fails with [`ErrorKind::OverQuota`] when a file of `size` would
+    /// exceed a `Reject` quota; otherwise returns the bytes it may take at
+    /// most (`None`: no byte quota applies).
+    async fn quota_room(&self, f: &IncomingFile, size: Option<u64>) -> Result<Option<u64>, StepError> {
+        match self.quota_verdict(f, size).await? {
+            QuotaVerdict::Allowed { room } => Ok(room),
+            QuotaVerdict::Exceeded(q) => Err(StepError::over_quota(q.to_string())),
+        }
+    }
+
+    /// The file turned out to be `size` bytes: checks the quotas again
+    /// if that is more than the `room` granted before (the size was not
+    /// known, so every size range matched), and returns the room now.
+    async fn settle_quota(&self, f: &IncomingFile, size: u64, room: Option<u64>) -> Result<Option<u64>, StepError> {
+        match room {
+            Some(r) if size > r => self.quota_room(f, Some(size)).await,
+            _ => Ok(room),
+        }
+    }
+
+    /// The download of a file of unknown size went past the `room` its
+    /// quota left: the refusal to tell the user, with the quota's numbers
+    /// when the quota still says so.
+    async fn stream_over_quota(&self, f: &IncomingFile, room: u64) -> StepError {
+        match self.quota_verdict(f, Some(room.saturating_add(1))).await {
+            Ok(QuotaVerdict::Exceeded(mut q)) => {
+                // Its size is still unknown: say none.
+                q.incoming = None;
+                StepError::over_quota(q.to_string())
+            }
+            _ => StepError::over_quota(format!(
+                "this file is larger than the {} left in your quota",
+                ByteSize::from_bytes(room)
+            )),
+        }
     }
 
     /// Commits a stored blob. `fresh` says the object was uploaded by this
@@ -610,5 +767,37 @@ impl StepErrorPublic {
     }
     pub fn retry_after(&self) -> Option<Duration> {
         self.0.retry_after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteLimit;
+
+    #[test]
+    fn the_tighter_of_max_size_and_quota_room_limits_a_download() {
+        assert_eq!(
+            ByteLimit::new(100, None),
+            ByteLimit {
+                bytes: 100,
+                quota_room: None
+            }
+        );
+        assert_eq!(
+            ByteLimit::new(100, Some(40)),
+            ByteLimit {
+                bytes: 40,
+                quota_room: Some(40)
+            }
+        );
+        // The maximum file size binds: a file past it is too big, not over quota.
+        assert_eq!(
+            ByteLimit::new(100, Some(100)),
+            ByteLimit {
+                bytes: 100,
+                quota_room: None
+            }
+        );
+        assert_eq!(ByteLimit::new(100, Some(500)).quota_room, None);
     }
 }

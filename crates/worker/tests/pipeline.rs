@@ -26,10 +26,22 @@ struct Rig {
 }
 
 async fn rig(max_attempts: u32) -> Rig {
+    rig_via(max_attempts, false).await
+}
+
+/// With `hide_sizes`, the bot talks to the simulator through a proxy that
+/// removes `file_size` from `getFile` answers: files whose size is known
+/// only once downloaded.
+async fn rig_via(max_attempts: u32, hide_sizes: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let api = if hide_sizes {
+        size_hiding_proxy(sim.base_url()).await
+    } else {
+        sim.base_url()
+    };
     let catalog: Arc<dyn Catalog> = Arc::new(
         SqliteCatalog::connect(&format!("sqlite://{}/c.db", dir.path().display()))
             .await
@@ -38,19 +50,22 @@ async fn rig(max_attempts: u32) -> Rig {
     catalog.migrate().await.unwrap();
     let storage = Storage::from_url(&dir.path().join("objects").display().to_string()).unwrap();
     let token: BotToken = sim.token().parse().unwrap();
-    let telegram = Telegram::new(TelegramConfig::new(token, sim.base_url(), false)).unwrap();
-    let pipeline = Arc::new(Pipeline::new(
-        catalog.clone(),
-        storage.clone(),
-        telegram,
-        PipelineConfig {
-            public_url: "https://files.example.com".parse().unwrap(),
-            max_file_size: ByteSize::from_bytes(2000 << 20),
-            allowed_users: vec![],
-            progress_interval: Duration::from_secs(60),
-            max_attempts,
-        },
-    ));
+    let telegram = Telegram::new(TelegramConfig::new(token, api, false)).unwrap();
+    let pipeline = Arc::new(
+        Pipeline::new(
+            catalog.clone(),
+            storage.clone(),
+            telegram,
+            PipelineConfig {
+                public_url: "https://files.example.com".parse().unwrap(),
+                max_file_size: ByteSize::from_bytes(2000 << 20),
+                allowed_users: vec![],
+                progress_interval: Duration::from_secs(60),
+                max_attempts,
+            },
+        )
+        .with_policy_ttl(Duration::ZERO),
+    );
     Rig {
         sim,
         catalog,
@@ -392,4 +407,324 @@ async fn a_blob_whose_object_vanished_is_downloaded_again() {
     let read = rig.storage.get(&new.object_key, None).await.unwrap();
     assert_eq!(read.total_size, 4000);
     assert_eq!(new.sha256.to_hex(), first.sha256);
+}
+
+// ---- quotas at ingest ----------------------------------------------------
+
+/// A reverse proxy to `upstream` that drops `file_size` from `getFile`
+/// results (Telegram may omit it).
+async fn size_hiding_proxy(upstream: url::Url) -> url::Url {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::response::Response;
+
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let http = http.clone();
+        let upstream = upstream.clone();
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .trim_start_matches('/')
+                .to_owned();
+            let method = req.method().clone();
+            let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+            let body = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
+            let mut forward = http.request(method, format!("{upstream}{path}")).body(body);
+            if let Some(ct) = content_type {
+                forward = forward.header(axum::http::header::CONTENT_TYPE, ct);
+            }
+            let resp = forward.send().await.unwrap();
+            let status = resp.status();
+            let content_type = resp.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+            let mut body = resp.bytes().await.unwrap();
+            if path.to_ascii_lowercase().contains("/getfile") {
+                let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                if let Some(r) = v["result"].as_object_mut() {
+                    r.remove("file_size");
+                }
+                body = serde_json::to_vec(&v).unwrap().into();
+            }
+            let mut out = Response::builder().status(status);
+            if let Some(ct) = content_type {
+                out = out.header(axum::http::header::CONTENT_TYPE, ct);
+            }
+            out.body(Body::from(body)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/").parse().unwrap()
+}
+
+async fn policy(rig: &Rig, key: &str, spec: serde_json::Value) {
+    rig.catalog.upsert_policy(key, 1, &spec).await.unwrap();
+}
+
+/// Sends a file and runs its update to the end; returns the job.
+async fn ingest(rig: &Rig, spec: FileSpec) -> (tg_sim::SentFile, teledrop_core::JobRecord) {
+    let sent = rig.sim.control().send_file(spec).await.unwrap();
+    ingest_update(rig, sent.update_id).await;
+    let job = rig
+        .catalog
+        .job_by_update(UpdateId(sent.update_id))
+        .await
+        .unwrap()
+        .unwrap();
+    (sent, job)
+}
+
+async fn ingest_update(rig: &Rig, update_id: i64) {
+    assert_eq!(
+        rig.pipeline.handle(&update_body(rig, update_id).await).await,
+        Outcome::Done
+    );
+}
+
+/// The same file message without `file_size`, as a new update.
+async fn without_size(rig: &Rig, sent: &tg_sim::SentFile) -> i64 {
+    let env = update_body(rig, sent.update_id).await;
+    let mut update: serde_json::Value = serde_json::from_slice(&env.body).unwrap();
+    update.as_object_mut().unwrap().remove("update_id");
+    let doc = update["message"]["document"].as_object_mut().unwrap();
+    assert!(doc.remove("file_size").is_some(), "{update}");
+    rig.sim.control().send_raw_update(update).await.unwrap()
+}
+
+async fn objects(rig: &Rig) -> usize {
+    rig.storage.list(None).collect::<Vec<_>>().await.len()
+}
+
+fn assert_over_quota(job: &teledrop_core::JobRecord) {
+    assert_eq!(
+        (job.state, job.error_kind, job.file_id),
+        (JobState::Failed, Some(ErrorKind::OverQuota), None),
+        "{job:#?}"
+    );
+    assert!(job.replied_at.is_some(), "the user was told");
+}
+
+#[tokio::test]
+async fn a_user_over_a_byte_quota_is_refused_before_anything_is_downloaded() {
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    policy(
+        &rig,
+        "default/per-user",
+        serde_json::json!({"perUser": {"maxBytes": "10Ki"}, "onQuotaExceeded": "Reject"}),
+    )
+    .await;
+    // Under the quota: stored as usual.
+    let (_, first) = ingest(&rig, FileSpec::document(20, 8192, 30).named("first.bin")).await;
+    assert_eq!(first.state, JobState::Stored);
+    ctl.wait_for(20, WAIT, |l| links(l).len() == 1).await.unwrap();
+
+    // getFile would answer 429 once (and the job be retried): a count
+    // left untouched shows the bot never asked where the bytes are.
+    let no_get_file = Faults {
+        force_429: Some(Force429 {
+            method: Some("getFile".into()),
+            retry_after: 1,
+            count: 1,
+        }),
+        ..Faults::default()
+    };
+    ctl.set_faults(no_get_file.clone()).await.unwrap();
+    let (_, job) = ingest(&rig, FileSpec::document(20, 4096, 31).named("second.bin")).await;
+    assert_over_quota(&job);
+    let log = ctl
+        .wait_for(20, WAIT, |l| l.visible().any(|m| m.text.contains("second.bin")))
+        .await
+        .unwrap();
+    let reply = log.last().unwrap();
+    assert!(
+        reply
+            .text
+            .contains("this file (4.0 KiB) would exceed your quota of 10.0 KiB: 8.0 KiB stored already"),
+        "{reply:#?}"
+    );
+    assert!(reply.text.contains("operator"), "{reply:#?}");
+    assert_eq!(links(&log).len(), 1, "no link for the refused file");
+    assert_eq!(ctl.faults().await.unwrap().force_429, no_get_file.force_429);
+    assert_eq!(objects(&rig).await, 1, "nothing new stored");
+    let u = rig.catalog.usage(UserId(20)).await.unwrap();
+    assert_eq!((u.files, u.bytes), (1, 8192), "usage unchanged");
+
+    // The quota is per user: someone else may store it.
+    ctl.set_faults(Faults::default()).await.unwrap();
+    let (_, other) = ingest(&rig, FileSpec::document(21, 4096, 31).named("second.bin")).await;
+    assert_eq!(other.state, JobState::Stored);
+    ctl.wait_for(21, WAIT, |l| links(l).len() == 1).await.unwrap();
+
+    // Now that its bytes are stored, sending it again would need no
+    // download, but it would add a file to the user's usage: refused too.
+    let (_, dup) = ingest(&rig, FileSpec::document(20, 4096, 31).named("again.bin")).await;
+    assert_over_quota(&dup);
+    assert_eq!(objects(&rig).await, 2);
+    let u = rig.catalog.usage(UserId(20)).await.unwrap();
+    assert_eq!((u.files, u.bytes), (1, 8192));
+}
+
+#[tokio::test]
+async fn a_file_count_quota_refuses_the_file_past_it() {
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    policy(
+        &rig,
+        "default/two-files",
+        serde_json::json!({"perUser": {"maxFiles": 2}}),
+    )
+    .await;
+    for seed in 0..2 {
+        let (_, job) = ingest(&rig, FileSpec::document(22, 1000, 40 + seed)).await;
+        assert_eq!(job.state, JobState::Stored);
+    }
+    let (_, job) = ingest(&rig, FileSpec::document(22, 1000, 42).named("third.txt")).await;
+    assert_over_quota(&job);
+    let log = ctl
+        .wait_for(22, WAIT, |l| l.visible().any(|m| m.text.contains("third.txt")))
+        .await
+        .unwrap();
+    let reply = log.last().unwrap();
+    assert!(
+        reply
+            .text
+            .contains("this file would exceed your quota of 2 files: 2 stored already"),
+        "{reply:#?}"
+    );
+    assert_eq!(links(&log).len(), 2);
+    assert_eq!(rig.catalog.usage(UserId(22)).await.unwrap().files, 2);
+    assert_eq!(objects(&rig).await, 2);
+}
+
+#[tokio::test]
+async fn evict_oldest_quotas_and_unparsable_policies_never_refuse() {
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    policy(
+        &rig,
+        "default/evict",
+        serde_json::json!({"perUser": {"maxBytes": "1Ki", "maxFiles": 1}, "onQuotaExceeded": "EvictOldest"}),
+    )
+    .await;
+    // Skipped with a warning: not a valid spec.
+    policy(
+        &rig,
+        "default/broken",
+        serde_json::json!({"perUser": {"maxBytes": "lots"}}),
+    )
+    .await;
+    // A Reject quota for someone else.
+    policy(
+        &rig,
+        "default/others",
+        serde_json::json!({"selector": {"users": [99]}, "perUser": {"maxFiles": 0}}),
+    )
+    .await;
+    for seed in 0..3 {
+        let (_, job) = ingest(&rig, FileSpec::document(23, 2000, 50 + seed)).await;
+        assert_eq!(job.state, JobState::Stored, "{job:#?}");
+    }
+    ctl.wait_for(23, WAIT, |l| links(l).len() == 3).await.unwrap();
+    assert_eq!(rig.catalog.usage(UserId(23)).await.unwrap().files, 3);
+}
+
+#[tokio::test]
+async fn a_file_of_unknown_size_is_checked_once_telegram_tells_its_size() {
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    policy(
+        &rig,
+        "default/per-user",
+        serde_json::json!({"perUser": {"maxBytes": "10Ki"}}),
+    )
+    .await;
+    let (_, first) = ingest(&rig, FileSpec::document(24, 8192, 60)).await;
+    assert_eq!(first.state, JobState::Stored);
+    // The update carries no size; getFile does. Any download would break.
+    ctl.set_faults(Faults {
+        cut_download_after: Some(0),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let sent = ctl
+        .send_file(FileSpec::document(24, 4096, 61).named("sizeless.bin"))
+        .await
+        .unwrap();
+    let update_id = without_size(&rig, &sent).await;
+    ingest_update(&rig, update_id).await;
+    let job = rig.catalog.job_by_update(UpdateId(update_id)).await.unwrap().unwrap();
+    assert_eq!(job.incoming.size, None);
+    assert_over_quota(&job);
+    let log = ctl
+        .wait_for(24, WAIT, |l| l.visible().any(|m| m.text.contains("would exceed")))
+        .await
+        .unwrap();
+    assert!(
+        log.last()
+            .unwrap()
+            .text
+            .contains("this file (4.0 KiB) would exceed your quota of 10.0 KiB: 8.0 KiB stored already"),
+        "{log:#?}"
+    );
+    assert_eq!(objects(&rig).await, 1);
+    assert_eq!(rig.catalog.usage(UserId(24)).await.unwrap().bytes, 8192);
+}
+
+#[tokio::test]
+async fn a_download_of_unknown_size_is_cut_off_at_the_room_left_in_the_quota() {
+    let rig = rig_via(3, true).await;
+    let ctl = rig.sim.control();
+    policy(
+        &rig,
+        "default/per-user",
+        serde_json::json!({"perUser": {"maxBytes": "10Ki"}}),
+    )
+    .await;
+    let (_, first) = ingest(&rig, FileSpec::document(25, 4096, 70)).await;
+    assert_eq!(first.state, JobState::Stored);
+
+    // Neither the update nor getFile tells the size: the stream is capped
+    // at the 6 KiB left and breaks off past it.
+    let big = ctl
+        .send_file(FileSpec::document(25, 300_000, 71).named("endless.bin"))
+        .await
+        .unwrap();
+    let update_id = without_size(&rig, &big).await;
+    ingest_update(&rig, update_id).await;
+    let job = rig.catalog.job_by_update(UpdateId(update_id)).await.unwrap().unwrap();
+    assert_over_quota(&job);
+    let log = ctl
+        .wait_for(25, WAIT, |l| l.visible().any(|m| m.text.contains("would exceed")))
+        .await
+        .unwrap();
+    let reply = log.last().unwrap();
+    assert!(
+        reply
+            .text
+            .contains("this file would exceed your quota of 10.0 KiB: 4.0 KiB stored already"),
+        "{reply:#?}"
+    );
+    assert!(
+        !reply.text.contains("too big") && !reply.text.contains("limit"),
+        "{reply:#?}"
+    );
+    assert_eq!(objects(&rig).await, 1, "no object left behind");
+    let u = rig.catalog.usage(UserId(25)).await.unwrap();
+    assert_eq!((u.files, u.bytes), (1, 4096));
+
+    // A file of unknown size that fits is stored.
+    let small = ctl
+        .send_file(FileSpec::document(25, 6000, 72).named("fits.bin"))
+        .await
+        .unwrap();
+    let update_id = without_size(&rig, &small).await;
+    ingest_update(&rig, update_id).await;
+    let job = rig.catalog.job_by_update(UpdateId(update_id)).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Stored, "{job:#?}");
+    assert_eq!(rig.catalog.usage(UserId(25)).await.unwrap().bytes, 10096);
 }
