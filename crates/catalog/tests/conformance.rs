@@ -11,7 +11,6 @@ use serde_json::json;
 use sqlx::Connection;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 use teledrop_catalog::{
     Accepted, Catalog, CatalogError, DownloadHit, FileCursor, FileFilter, StoredBlob, Totals, Transition,
 };
@@ -1188,12 +1187,18 @@ async fn live_files_match_the_filter(c: Arc<dyn Catalog>) {
     assert!(live_ids(&c, &combined).await.is_empty());
 }
 
-async fn live_files_by_age_and_idleness(c: Arc<dyn Catalog>) {
-    let old1 = store(&c, 1, 1, 10, "video/mp4", 1).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let old2 = store(&c, 2, 1, 10, "video/mp4", 1).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let new = store(&c, 3, 1, 10, "video/mp4", 1).await;
+async fn live_files_by_age_and_idleness(fx: Fixture) {
+    let c = fx.catalog.clone();
+    // Three files made two and one seconds apart by setting their
+    // creation times, rather than by waiting.
+    let mut files = Vec::new();
+    for (i, age) in [(1, 2), (2, 1), (3, 0)] {
+        let f = store(&c, i, 1, 10, "video/mp4", 1).await;
+        let at = f.created_at - chrono::TimeDelta::seconds(age);
+        set_created_at(&fx, f.id, at).await;
+        files.push(c.file(f.id).await.unwrap().unwrap());
+    }
+    let [old1, old2, new] = <[FileRecord; 3]>::try_from(files).unwrap();
     assert!(old1.created_at < old2.created_at && old2.created_at < new.created_at);
     let one_ms = chrono::TimeDelta::milliseconds(1);
     let created = |t| FileFilter {
@@ -1580,7 +1585,7 @@ conformance! {
         => postgres_delete_and_commit_race_keeps_the_blob_consistent,
            sqlite_delete_and_commit_race_keeps_the_blob_consistent;
     catalog live_files_match_the_filter => postgres_live_files_match_the_filter, sqlite_live_files_match_the_filter;
-    catalog live_files_by_age_and_idleness
+    fixture live_files_by_age_and_idleness
         => postgres_live_files_by_age_and_idleness, sqlite_live_files_by_age_and_idleness;
     fixture live_files_pages_in_order => postgres_live_files_pages_in_order, sqlite_live_files_pages_in_order;
     catalog live_totals_agree_with_the_files
