@@ -36,8 +36,8 @@ use tokio::sync::watch;
 
 pub use metrics::Metrics;
 
-/// Completes when a term of work must stop.
-pub type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+/// Cancelled when a term of work must stop.
+pub type Stop = tokio_util::sync::CancellationToken;
 
 /// Added to every policy so its rules are removed from the catalog before
 /// Kubernetes deletes it.
@@ -137,16 +137,15 @@ pub async fn reconcile(rp: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => {
             ctx.metrics.errors.inc(e.label());
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "ReconcileFailed".into(),
-                note: Some(truncate(&e.to_string(), 1000)),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            if let Err(publish) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
-                tracing::warn!(policy = %key_of(&rp), error = %publish, "could not publish an event");
-            }
+            publish(
+                &ctx,
+                &rp,
+                EventType::Warning,
+                "ReconcileFailed",
+                "Reconcile",
+                &e.to_string(),
+            )
+            .await;
         }
     }
     result
@@ -192,7 +191,7 @@ async fn apply(
             ..status
         };
         patch_status(api, rp, &new).await?;
-        publish(ctx, rp, EventType::Warning, "InvalidSpec", &problem).await;
+        publish(ctx, rp, EventType::Warning, "InvalidSpec", "Validate", &problem).await;
         return Ok(Action::await_change());
     }
 
@@ -225,7 +224,7 @@ async fn apply(
             "{verb} {} files ({} bytes) of {} matched",
             report.deleted.files, report.deleted.bytes, report.matched.files
         );
-        publish(ctx, rp, EventType::Normal, "Swept", &note).await;
+        publish(ctx, rp, EventType::Normal, "Swept", "Sweep", &note).await;
     }
     Ok(Action::requeue(policy.spec.interval.as_duration()))
 }
@@ -312,12 +311,13 @@ async fn patch_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, rp: &RetentionPolicy, type_: EventType, reason: &str, note: &str) {
+/// Publishes an event on the policy; a failure to publish is only logged.
+async fn publish(ctx: &Context, rp: &RetentionPolicy, type_: EventType, reason: &str, action: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(truncate(note, 1000)),
-        action: "Sweep".into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
@@ -344,7 +344,7 @@ fn from_time(t: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.0.as_millisecond()).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-/// Runs the controller until `stop` completes, then lets reconciles in
+/// Runs the controller until `stop` is cancelled, then lets reconciles in
 /// flight finish for at most `drain` before dropping them (a dropped sweep
 /// is safe: see `teledrop_retention::sweep`).
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: Stop, drain: Duration) {
@@ -366,7 +366,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: 
     tokio::pin!(controller);
     tokio::select! {
         () = &mut controller => return,
-        () = stop => {}
+        () = stop.cancelled() => {}
     }
     let _ = graceful_tx.send(());
     if tokio::time::timeout(drain, controller).await.is_err() {
@@ -376,7 +376,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: 
 
 /// Runs one term of `work` each time `leader` turns true, stopping it when
 /// leadership is lost; returns once `shutdown` completes (stopping the
-/// running term). `work` gets the future that completes when it must stop.
+/// running term). `work` gets the token cancelled when it must stop.
 pub async fn lead<W, F>(mut leader: watch::Receiver<bool>, shutdown: impl Future<Output = ()>, mut work: W)
 where
     W: FnMut(Stop) -> F,
@@ -391,25 +391,21 @@ where
             led = leader.wait_for(|l| *l) => if led.is_err() { return },
         }
         tracing::info!("leading: reconciling RetentionPolicies");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop: Stop = Box::pin(async move {
-            let _ = stop_rx.await;
-        });
-        let term = work(stop);
+        let stop = Stop::new();
+        let term = work(stop.clone());
         tokio::pin!(term);
-        let mut stop_tx = Some(stop_tx);
         let mut stopping_for_shutdown = false;
         loop {
             tokio::select! {
                 () = &mut term => break,
-                () = &mut shutdown, if stop_tx.is_some() => {
+                () = &mut shutdown, if !stop.is_cancelled() => {
                     stopping_for_shutdown = true;
-                    let _ = stop_tx.take().map(|tx| tx.send(()));
+                    stop.cancel();
                 }
-                lost = leader.wait_for(|l| !*l), if stop_tx.is_some() => {
+                lost = leader.wait_for(|l| !*l), if !stop.is_cancelled() => {
                     if lost.is_err() { stopping_for_shutdown = true; }
                     tracing::warn!("leadership lost: stopping");
-                    let _ = stop_tx.take().map(|tx| tx.send(()));
+                    stop.cancel();
                 }
             }
         }
@@ -419,7 +415,8 @@ where
     }
 }
 
-/// Removes orphaned objects every `every` until `stop` completes.
+/// Removes orphaned objects every `every` until `stop` completes,
+/// counting what it removed and its failures.
 pub async fn run_orphan_collection(
     sweeper: Sweeper,
     metrics: Arc<Metrics>,
@@ -427,28 +424,9 @@ pub async fn run_orphan_collection(
     every: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    tokio::pin!(stop);
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            _ = ticker.tick() => {}
-        }
-        match sweeper.collect_orphans(grace, Utc::now(), false).await {
-            Ok(r) => {
-                metrics.orphans_deleted.add(r.deleted.files);
-                tracing::info!(
-                    examined = r.examined,
-                    deleted = r.deleted.files,
-                    bytes = r.deleted.bytes,
-                    "orphan collection done"
-                );
-            }
-            Err(e) => {
-                metrics.errors.inc(e.label());
-                tracing::warn!(error = %e, "orphan collection failed");
-            }
-        }
-    }
+    teledrop_retention::collect_orphans_every(sweeper, grace, every, stop, |result| match result {
+        Ok(r) => metrics.orphans_deleted.add(r.deleted.files),
+        Err(e) => metrics.errors.inc(e.label()),
+    })
+    .await;
 }

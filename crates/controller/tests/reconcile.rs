@@ -450,7 +450,7 @@ async fn work_runs_only_while_leading() {
             let (started_tx, stopped_tx, n) = (started_tx.clone(), stopped_tx.clone(), term);
             async move {
                 started_tx.send(n).unwrap();
-                stop.await;
+                stop.cancelled().await;
                 stopped_tx.send(n).unwrap();
             }
         },

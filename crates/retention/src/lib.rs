@@ -13,7 +13,7 @@ pub use policy::{
     OnQuotaExceeded, Policy, Quota, RetentionPolicy, RetentionPolicySpec, RetentionPolicyStatus, RunCounts, Selector,
     UsageStatus,
 };
-pub use schedule::{install_file_policies, run_schedule};
+pub use schedule::{collect_orphans_every, install_file_policies, run_schedule};
 pub use sweep::{
     Incoming, Limit, OrphanReport, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError, SweepReport, Sweeper,
 };

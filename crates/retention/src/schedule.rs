@@ -8,7 +8,7 @@ use std::time::Duration;
 use teledrop_catalog::Catalog;
 
 use crate::policy::Policy;
-use crate::sweep::Sweeper;
+use crate::sweep::{OrphanReport, SweepError, Sweeper};
 
 /// Replaces the catalog's `file:` policies with `policies`, so workers'
 /// quota checks see exactly the file's rules.
@@ -59,29 +59,49 @@ pub async fn run_schedule(
     }
     {
         let mut stop_rx = stop_rx.clone();
-        tasks.spawn(async move {
-            let mut ticker = tokio::time::interval(orphan_every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop_rx.wait_for(|s| *s) => return,
-                    _ = ticker.tick() => {}
-                }
-                match sweeper.collect_orphans(orphan_grace, Utc::now(), false).await {
-                    Ok(r) if r.deleted.files > 0 => {
-                        tracing::info!(
-                            deleted = r.deleted.files,
-                            bytes = r.deleted.bytes,
-                            "orphaned objects removed"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "orphan collection failed"),
-                }
-            }
-        });
+        tasks.spawn(collect_orphans_every(
+            sweeper,
+            orphan_grace,
+            orphan_every,
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+            |_| {},
+        ));
     }
     stop.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+}
+
+/// Removes orphaned objects older than `grace` at once and then every
+/// `every`, until `stop` completes; each run's result is logged and handed
+/// to `observe` (for metrics). A failed run is retried at the next tick.
+pub async fn collect_orphans_every(
+    sweeper: Sweeper,
+    grace: Duration,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+    observe: impl Fn(&Result<OrphanReport, SweepError>),
+) {
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let result = sweeper.collect_orphans(grace, Utc::now(), false).await;
+        match &result {
+            Ok(r) => tracing::info!(
+                examined = r.examined,
+                deleted = r.deleted.files,
+                bytes = r.deleted.bytes,
+                "orphan collection done"
+            ),
+            Err(e) => tracing::warn!(error = %e, label = e.label(), "orphan collection failed"),
+        }
+        observe(&result);
+    }
 }

@@ -212,24 +212,13 @@ impl Sweeper {
         if !over(&totals) {
             return Ok(out);
         }
-        let mut after = None;
+        let files = self.all(filter).await?;
         // Files already going count as removed before any eviction.
-        let mut pages = Vec::new();
-        loop {
-            let page = self.catalog.live_files(filter, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(FileCursor::of(last));
-            let full = page.len() == PAGE as usize;
-            pages.extend(page);
-            if !full {
-                break;
-            }
-        }
-        for f in pages.iter().filter(|f| gone.contains(&f.id)) {
+        for f in files.iter().filter(|f| gone.contains(&f.id)) {
             totals.files -= 1;
             totals.bytes -= f.size;
         }
-        for f in pages {
+        for f in files {
             if !over(&totals) {
                 break;
             }

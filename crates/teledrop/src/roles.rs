@@ -263,25 +263,10 @@ pub async fn controller(args: ControllerArgs, shutdown: CancellationToken) -> an
         let (ctx, sweeper, metrics, namespace) = (ctx.clone(), sweeper.clone(), metrics.clone(), namespace.clone());
         async move {
             metrics.leader.store(true, std::sync::atomic::Ordering::Relaxed);
-            let term = CancellationToken::new();
-            let stopper = term.clone();
-            let stop_watch = tokio::spawn(async move {
-                stop.await;
-                stopper.cancel();
-            });
-            let (t1, t2) = (term.clone(), term.clone());
-            let controller_stop: Stop = Box::pin(async move { t1.cancelled().await });
             tokio::join!(
-                run_controller(ctx, namespace, controller_stop, std::time::Duration::from_secs(20)),
-                run_orphan_collection(
-                    sweeper,
-                    metrics.clone(),
-                    grace,
-                    every,
-                    async move { t2.cancelled().await }
-                ),
+                run_controller(ctx, namespace, stop.clone(), std::time::Duration::from_secs(20)),
+                run_orphan_collection(sweeper, metrics.clone(), grace, every, stop.cancelled()),
             );
-            stop_watch.abort();
             metrics.leader.store(false, std::sync::atomic::Ordering::Relaxed);
         }
     })
