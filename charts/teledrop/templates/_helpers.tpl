@@ -212,6 +212,10 @@ A projected volume with the secret files a role needs:
   value: {{ .Values.nats.stream | quote }}
 - name: TELEDROP_NATS_PREFIX
   value: {{ .Values.nats.prefix | quote }}
+- name: TELEDROP_NATS_ACK_WAIT
+  value: {{ .Values.nats.ackWait | quote }}
+- name: TELEDROP_NATS_MAX_DELIVER
+  value: {{ .Values.nats.maxDeliver | toString | quote }}
 {{- end }}
 
 {{/* Object storage: URL, S3 settings, credentials from a Secret. */}}

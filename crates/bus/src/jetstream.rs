@@ -20,7 +20,7 @@
 //! message at a time, so a busy process holds at most one message it has
 //! not handed out yet (and hoards nothing while other workers idle).
 
-use crate::{Bus, BusError, Delivery, Envelope, Settle};
+use crate::{Bus, BusError, Delivery, Envelope, Settle, TraceContext};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind};
@@ -359,13 +359,22 @@ impl JetStreamBus {
     }
 }
 
-/// The headers of an update's message. This is the place where the W3C
-/// trace context (`traceparent`, `tracestate`) is to be injected; on the
-/// worker side it is to be read back from `message.headers` in
-/// `Inner::delivery`, next to [`update_id_of`].
+/// The headers of an update's message: its id, and the W3C trace context
+/// under the W3C header names (read back by [`trace_of`]).
 fn outbound_headers(envelope: &Envelope) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID, envelope.update_id.to_string());
+    if let Some(trace) = &envelope.trace {
+        // A line break in a value would end the header block early; such
+        // a context is no W3C one anyway, so it is left out, not mended.
+        let clean = |v: &str| !v.is_empty() && !v.chars().any(char::is_control);
+        if clean(&trace.traceparent) {
+            headers.insert(TraceContext::TRACEPARENT, trace.traceparent.as_str());
+            if clean(&trace.tracestate) {
+                headers.insert(TraceContext::TRACESTATE, trace.tracestate.as_str());
+            }
+        }
+    }
     headers
 }
 
@@ -427,8 +436,9 @@ impl Inner {
         };
         if let Some(update_id) = update_id_of(&message) {
             let body = message.payload.clone();
+            let trace = trace_of(&message);
             return Some(Delivery {
-                envelope: Envelope { update_id, body },
+                envelope: Envelope { update_id, body, trace },
                 attempt,
                 settle: Box::new(JetStreamSettle { message }),
             });
@@ -467,6 +477,22 @@ fn update_id_of(message: &jetstream::Message) -> Option<i64> {
             .ok()?
             .get("update_id")?
             .as_i64()
+    })
+}
+
+/// The trace context the publisher sent, if any.
+fn trace_of(message: &jetstream::Message) -> Option<TraceContext> {
+    let headers = message.headers.as_ref()?;
+    let traceparent = headers.get(TraceContext::TRACEPARENT)?.as_str().trim();
+    if traceparent.is_empty() {
+        return None;
+    }
+    Some(TraceContext {
+        traceparent: traceparent.to_owned(),
+        tracestate: headers
+            .get(TraceContext::TRACESTATE)
+            .map(|v| v.as_str().trim().to_owned())
+            .unwrap_or_default(),
     })
 }
 
@@ -572,6 +598,12 @@ impl Bus for JetStreamBus {
 
     fn max_attempts(&self) -> Option<u32> {
         u32::try_from(self.inner.config.max_deliver).ok().filter(|n| *n > 0)
+    }
+
+    /// A quarter of `ack_wait`: three keepalives can be lost or late before
+    /// JetStream redelivers to another worker.
+    fn keepalive_interval(&self) -> Option<Duration> {
+        Some(self.inner.config.ack_wait / 4)
     }
 }
 

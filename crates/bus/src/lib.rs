@@ -53,6 +53,38 @@ impl BusError {
 pub struct Envelope {
     pub update_id: i64,
     pub body: Bytes,
+    /// The trace the update was received in, so the worker's spans join
+    /// it; `None` when the publisher records no trace.
+    pub trace: Option<TraceContext>,
+}
+
+impl Envelope {
+    /// An update outside any trace.
+    pub fn new(update_id: i64, body: impl Into<Bytes>) -> Self {
+        Self {
+            update_id,
+            body: body.into(),
+            trace: None,
+        }
+    }
+}
+
+/// A W3C trace context (<https://www.w3.org/TR/trace-context/>) as its two
+/// header values. Kept as plain strings so the bus needs no tracing
+/// library: the publisher's propagator writes them, the consumer's reads
+/// them, and a bus carries them untouched (JetStream as message headers of
+/// the same names).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TraceContext {
+    /// `traceparent`: version, trace id, parent span id, flags.
+    pub traceparent: String,
+    /// `tracestate`: vendor entries; empty when there are none.
+    pub tracestate: String,
+}
+
+impl TraceContext {
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
 }
 
 /// How a consumer settles a delivery.
@@ -96,6 +128,13 @@ pub trait Bus: Send + Sync + 'static {
     /// job failed and telling the user), because a `nak` or an expired
     /// `ack_wait` on it is never followed by another delivery.
     fn max_attempts(&self) -> Option<u32> {
+        None
+    }
+
+    /// How often a consumer working on a delivery should call
+    /// [`Settle::in_progress`] so the bus does not hand it to another
+    /// consumer meanwhile (`None`: the bus never takes a delivery back).
+    fn keepalive_interval(&self) -> Option<Duration> {
         None
     }
 }

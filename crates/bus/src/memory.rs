@@ -83,10 +83,7 @@ mod tests {
     use bytes::Bytes;
 
     fn env(id: i64) -> Envelope {
-        Envelope {
-            update_id: id,
-            body: Bytes::from(format!("{{\"update_id\":{id}}}")),
-        }
+        Envelope::new(id, Bytes::from(format!("{{\"update_id\":{id}}}")))
     }
 
     #[tokio::test]

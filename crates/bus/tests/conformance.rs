@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use teledrop_bus::{Bus, BusError, Delivery, Envelope, JetStreamBus, JetStreamConfig, MemoryBus};
+use teledrop_bus::{Bus, BusError, Delivery, Envelope, JetStreamBus, JetStreamConfig, MemoryBus, TraceContext};
 use tokio::time::Instant;
 
 /// Bound on anything that should happen "now".
@@ -114,10 +114,10 @@ async fn jetstream(case: &str) -> Fixture {
 // ---- helpers -----------------------------------------------------------------
 
 fn env(id: i64) -> Envelope {
-    Envelope {
-        update_id: id,
-        body: Bytes::from(format!(r#"{{"update_id":{id},"message":{{"text":"n{id}"}}}}"#)),
-    }
+    Envelope::new(
+        id,
+        Bytes::from(format!(r#"{{"update_id":{id},"message":{{"text":"n{id}"}}}}"#)),
+    )
 }
 
 /// The next delivery, or `None` if none arrives within `wait` (the
@@ -238,6 +238,41 @@ mod scenarios {
         assert_eq!(all, ids, "every update exactly once across both consumers");
     }
 
+    /// The publisher's W3C trace context reaches the consumer as it was
+    /// sent, on redeliveries too; an update sent outside a trace arrives
+    /// without one.
+    pub async fn trace_context_rides_along(f: Fixture) {
+        let traced = Envelope {
+            trace: Some(TraceContext {
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                tracestate: "teledrop=t61rcWkgMzE,other=x".into(),
+            }),
+            ..env(31)
+        };
+        let no_state = Envelope {
+            trace: Some(TraceContext {
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into(),
+                tracestate: String::new(),
+            }),
+            ..env(32)
+        };
+        for e in [traced.clone(), no_state.clone(), env(33)] {
+            f.bus.publish(e).await.unwrap();
+        }
+        let first = next_now(&*f.bus).await;
+        assert_eq!(first.envelope, traced);
+        first.settle.nak(Duration::ZERO).await.unwrap();
+        let mut rest = Vec::new();
+        for _ in 0..3 {
+            let d = next_now(&*f.bus).await;
+            rest.push(d.envelope.clone());
+            d.settle.ack().await.unwrap();
+        }
+        rest.sort_by_key(|e| e.update_id);
+        assert_eq!(rest, [traced, no_state, env(33)]);
+        assert_eq!(rest[2].trace, None);
+    }
+
     pub async fn order_is_preserved(f: Fixture) {
         for id in 1..=20 {
             f.bus.publish(env(id)).await.unwrap();
@@ -280,6 +315,7 @@ conformance!(
     term_never_redelivers,
     consumers_share_the_work,
     order_is_preserved,
+    trace_context_rides_along,
 );
 
 // ---- JetStream only ----------------------------------------------------------
@@ -287,8 +323,6 @@ conformance!(
 mod jetstream_only {
     use super::*;
     use async_nats::jetstream::{self, stream};
-    use std::path::PathBuf;
-    use std::process::Stdio;
     use teledrop_bus::DEAD_LETTER_REASON_HEADER;
 
     /// A plain JetStream client, to look at what the bus stored.
@@ -309,10 +343,7 @@ mod jetstream_only {
         bus.publish(env(7)).await.unwrap();
         // A retried webhook: same update id (a different body shows which
         // copy was kept).
-        let retry = Envelope {
-            update_id: 7,
-            body: Bytes::from_static(br#"{"update_id":7,"retry":true}"#),
-        };
+        let retry = Envelope::new(7, Bytes::from_static(br#"{"update_id":7,"retry":true}"#));
         bus.publish(retry).await.expect("a duplicate publish is a success");
         assert_eq!(stored_messages(&config, &config.stream).await, 1);
         let d = next_now(&bus).await;
@@ -597,54 +628,19 @@ mod jetstream_only {
 
     // -- a server of the test's own, to stop it ------------------------------
 
-    fn nats_server_binary() -> PathBuf {
-        std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .map(|dir| dir.join("nats-server"))
-            .find(|p| p.is_file())
-            .expect("nats-server on PATH (scripts/test.sh installs it)")
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
     #[tokio::test]
     async fn publish_fails_in_time_when_the_server_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut server = tokio::process::Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server");
+        let mut server = teledrop_testkit::nats::NatsServer::start().await;
         let config = JetStreamConfig {
-            url: format!("nats://127.0.0.1:{port}"),
+            url: server.url(),
             publish_timeout: Duration::from_secs(1),
             ..own_names("stopped")
         };
-        // Wait for the server (and its JetStream) to answer.
-        let deadline = Instant::now() + SOON;
-        let bus = loop {
-            match JetStreamBus::connect(config.clone()).await {
-                Ok(bus) => break bus,
-                // Polling a condition, bounded by the deadline.
-                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) => panic!("the test's nats-server never came up: {e}"),
-            }
-        };
+        let bus = JetStreamBus::connect(config.clone()).await.unwrap();
         bus.publish(env(71)).await.unwrap();
         bus.ping().await.unwrap();
 
-        server.kill().await.expect("stop nats-server");
+        server.stop().await;
 
         let started = Instant::now();
         let result = bus.publish(env(72)).await;

@@ -173,6 +173,43 @@ pub(crate) fn ceil_ms(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+// ---- rate limit ----------------------------------------------------------------
+
+/// One `admit` call's window, in stored (whole-millisecond) times.
+pub(crate) struct RateWindow {
+    pub now: DateTime<Utc>,
+    /// Admissions at or before this have left the window.
+    pub since: DateTime<Utc>,
+    window: TimeDelta,
+}
+
+impl RateWindow {
+    pub fn new(window: std::time::Duration, now: DateTime<Utc>) -> Self {
+        let now = truncate_ms(now);
+        let window = i64::try_from(window.as_millis())
+            .ok()
+            .and_then(TimeDelta::try_milliseconds)
+            .unwrap_or(TimeDelta::MAX);
+        // A window reaching back past year 1 (which Postgres can still
+        // store) counts every admission, as a longer one would.
+        let floor = chrono::NaiveDate::from_ymd_opt(1, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::UNIX_EPOCH, |t| t.and_utc());
+        let since = now.checked_sub_signed(window).map_or(floor, |t| t.max(floor));
+        Self { now, since, window }
+    }
+
+    /// How long until an admission made `at` leaves the window; never
+    /// zero, since a counted admission is still in it.
+    pub fn until_leaves(&self, at: DateTime<Utc>) -> std::time::Duration {
+        let leaves = at.checked_add_signed(self.window).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (leaves - self.now)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_millis(1))
+    }
+}
+
 // ---- retention queries -------------------------------------------------------
 //
 // The SQL is written once, here, and each backend binds the values in its

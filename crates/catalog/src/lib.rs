@@ -16,6 +16,8 @@
 //! - `usage`: per-user bytes and files, changed only inside the
 //!   transactions that add or delete files, so it is always exact.
 //! - `policies`: retention and quota rules in force.
+//! - `rate_admissions`: the jobs that took a slot under the per-user rate
+//!   limit, with when ([`Catalog::admit`]).
 //!
 //! Conventions both backends keep (checked by the conformance suite):
 //! - timestamps are stored with millisecond precision; values passed in
@@ -45,7 +47,9 @@ pub use sqlite::SqliteCatalog;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 use teledrop_core::{
     BlobRecord, ChatId, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
     LinkToken, MessageId, NewLink, ObjectKey, Sha256, UpdateId, Usage, UserId,
@@ -205,6 +209,15 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// The answer of [`Catalog::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The job holds a slot (taken now, or by an earlier call for it).
+    Admitted,
+    /// Every slot of the window is taken; one frees up after `retry_after`.
+    Limited { retry_after: Duration },
+}
+
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Which engine, for logs and metrics: `"postgres"` or `"sqlite"`.
@@ -255,6 +268,28 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// The job's timeline, oldest first.
     async fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>>;
+
+    // ---- rate limit ------------------------------------------------------
+
+    /// Takes a slot for `job` under its owner's rate limit: at most `limit`
+    /// admissions in any `window`, counted over every process sharing this
+    /// database. Admissions at or before `now - window` have left it.
+    ///
+    /// - Atomic: concurrent calls for one user (from any number of pools or
+    ///   processes) are serialised, so they admit exactly as many jobs as
+    ///   there are free slots.
+    /// - Idempotent per job: a job admitted before (a redelivery, a retry)
+    ///   is [`Admission::Admitted`] again without taking another slot, at
+    ///   any later time while it is unfinished.
+    /// - [`Admission::Limited`] takes nothing; its `retry_after` is when
+    ///   enough admissions have left the window for a slot to be free
+    ///   (always more than zero).
+    ///
+    /// `now` is truncated to milliseconds like every stored time; callers
+    /// pass the current time (tests pass any). The admissions of this
+    /// user's finished jobs that have left the window are removed in the
+    /// same transaction. An unknown job is [`CatalogError::NotFound`].
+    async fn admit(&self, job: JobId, limit: NonZeroU32, window: Duration, now: DateTime<Utc>) -> Result<Admission>;
 
     // ---- files -----------------------------------------------------------
 

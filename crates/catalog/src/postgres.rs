@@ -9,12 +9,16 @@
 //!   insert if a concurrent delete removed it);
 //! - `delete_file` locks the file, then the blob row, and only then counts
 //!   the live files that still use the blob, so a file committed
-//!   concurrently for the same blob is either seen or waited for.
+//!   concurrently for the same blob is either seen or waited for;
+//! - `admit` takes a transaction-scoped advisory lock on the user before
+//!   it counts the user's admissions and adds one, so replicas admitting
+//!   files of one user at once take turns (there is no row to lock for a
+//!   user who has no admission yet).
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result, StoredBlob,
-    Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result,
+    StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,6 +27,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::time::Duration;
 use teledrop_core::file::FileState;
 use teledrop_core::{
@@ -39,6 +44,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// First key of the rate limit's advisory locks; the second is a hash of
+/// the user id. The two-key form never meets sqlx's migration lock (a
+/// one-key lock, which Postgres keeps in a separate key space).
+const RATE_LOCK_SPACE: i32 = 0x7464_726c;
 
 pub struct PgCatalog {
     pool: PgPool,
@@ -351,6 +361,70 @@ impl Catalog for PgCatalog {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(common::event_from).collect()
+    }
+
+    async fn admit(&self, job: JobId, limit: NonZeroU32, window: Duration, now: DateTime<Utc>) -> Result<Admission> {
+        let w = common::RateWindow::new(window, now);
+        let mut tx = self.pool.begin().await?;
+        let user: i64 = sqlx::query_scalar("SELECT user_id FROM jobs WHERE id = $1")
+            .bind(job.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(CatalogError::NotFound("job"))?;
+        // Held until commit. Statements after it take fresh snapshots (READ
+        // COMMITTED), so they see every admission the previous holder made.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashint8($2))")
+            .bind(RATE_LOCK_SPACE)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        let held: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rate_admissions WHERE job_id = $1)")
+            .bind(job.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+        if held {
+            tx.commit().await?;
+            return Ok(Admission::Admitted);
+        }
+        sqlx::query(
+            "DELETE FROM rate_admissions WHERE user_id = $1 AND at <= $2 \
+             AND job_id IN (SELECT id FROM jobs WHERE state IN ('stored', 'failed'))",
+        )
+        .bind(user)
+        .bind(w.since)
+        .execute(&mut *tx)
+        .await?;
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_admissions WHERE user_id = $1 AND at > $2")
+            .bind(user)
+            .bind(w.since)
+            .fetch_one(&mut *tx)
+            .await?;
+        let limit = i64::from(limit.get());
+        let admission = if taken < limit {
+            sqlx::query("INSERT INTO rate_admissions (job_id, user_id, at) VALUES ($1, $2, $3)")
+                .bind(job.as_uuid())
+                .bind(user)
+                .bind(w.now)
+                .execute(&mut *tx)
+                .await?;
+            Admission::Admitted
+        } else {
+            // A slot frees when the admissions above the limit have left
+            // (more than one when the limit was lowered meanwhile).
+            let at: DateTime<Utc> = sqlx::query_scalar(
+                "SELECT at FROM rate_admissions WHERE user_id = $1 AND at > $2 ORDER BY at LIMIT 1 OFFSET $3",
+            )
+            .bind(user)
+            .bind(w.since)
+            .bind(taken - limit)
+            .fetch_one(&mut *tx)
+            .await?;
+            Admission::Limited {
+                retry_after: w.until_leaves(at),
+            }
+        };
+        tx.commit().await?;
+        Ok(admission)
     }
 
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {

@@ -5,16 +5,16 @@
 //! which takes the write lock up front (waiting up to the busy timeout),
 //! so two writers never both hold a read snapshot and then deadlock on the
 //! upgrade (`SQLITE_BUSY` that no timeout resolves). Write transactions
-//! are therefore serialized, which also gives `commit_stored` and
-//! `delete_file` their atomic check-then-act without row locks.
+//! are therefore serialized, which also gives `commit_stored`,
+//! `delete_file` and `admit` their atomic check-then-act without row locks.
 //!
 //! Values: ids TEXT (lowercase hyphenated), timestamps INTEGER unix
 //! milliseconds, JSON TEXT.
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result, StoredBlob,
-    Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result,
+    StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 use teledrop_core::file::FileState;
@@ -395,6 +396,62 @@ impl Catalog for SqliteCatalog {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(common::event_from).collect()
+    }
+
+    async fn admit(&self, job: JobId, limit: NonZeroU32, window: Duration, now: DateTime<Utc>) -> Result<Admission> {
+        let w = common::RateWindow::new(window, now);
+        let job_id = id(job.as_uuid());
+        let mut tx = self.write_tx().await?;
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT user_id, EXISTS (SELECT 1 FROM rate_admissions WHERE job_id = ?1) FROM jobs WHERE id = ?1",
+        )
+        .bind(&job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (user, held) = row.ok_or(CatalogError::NotFound("job"))?;
+        if held {
+            tx.commit().await?;
+            return Ok(Admission::Admitted);
+        }
+        sqlx::query(
+            "DELETE FROM rate_admissions WHERE user_id = ?1 AND at <= ?2 \
+             AND job_id IN (SELECT id FROM jobs WHERE state IN ('stored', 'failed'))",
+        )
+        .bind(user)
+        .bind(ms(w.since))
+        .execute(&mut *tx)
+        .await?;
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rate_admissions WHERE user_id = ?1 AND at > ?2")
+            .bind(user)
+            .bind(ms(w.since))
+            .fetch_one(&mut *tx)
+            .await?;
+        let limit = i64::from(limit.get());
+        let admission = if taken < limit {
+            sqlx::query("INSERT INTO rate_admissions (job_id, user_id, at) VALUES (?1, ?2, ?3)")
+                .bind(&job_id)
+                .bind(user)
+                .bind(ms(w.now))
+                .execute(&mut *tx)
+                .await?;
+            Admission::Admitted
+        } else {
+            // A slot frees when the admissions above the limit have left
+            // (more than one when the limit was lowered meanwhile).
+            let at: i64 = sqlx::query_scalar(
+                "SELECT at FROM rate_admissions WHERE user_id = ?1 AND at > ?2 ORDER BY at LIMIT 1 OFFSET ?3",
+            )
+            .bind(user)
+            .bind(ms(w.since))
+            .bind(taken - limit)
+            .fetch_one(&mut *tx)
+            .await?;
+            Admission::Limited {
+                retry_after: w.until_leaves(common::from_millis(at, "admission time")?),
+            }
+        };
+        tx.commit().await?;
+        Ok(admission)
     }
 
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {

@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Unsupported,
     /// Storing the file would exceed a quota.
     OverQuota,
+    /// The user sent more files than the per-user rate limit allows. Final,
+    /// not retried: holding the excess back for later would let one user
+    /// fill the queue all the same; they are told when to send it again.
+    RateLimited,
     /// The user is not allowed to use this bot.
     NotAllowed,
     /// Too many deliveries or an unexpected bug.
@@ -34,7 +38,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         Self::TooBig,
         Self::Network,
         Self::TelegramUnavailable,
@@ -44,6 +48,7 @@ impl ErrorKind {
         Self::Catalog,
         Self::Unsupported,
         Self::OverQuota,
+        Self::RateLimited,
         Self::NotAllowed,
         Self::Internal,
     ];
@@ -59,6 +64,7 @@ impl ErrorKind {
             Self::Catalog => "catalog",
             Self::Unsupported => "unsupported",
             Self::OverQuota => "over_quota",
+            Self::RateLimited => "rate_limited",
             Self::NotAllowed => "not_allowed",
             Self::Internal => "internal",
         }
@@ -103,5 +109,11 @@ mod tests {
             assert_eq!(k.as_str().parse::<ErrorKind>().unwrap(), k);
         }
         assert!("nope".parse::<ErrorKind>().is_err());
+    }
+
+    #[test]
+    fn a_rate_limit_is_final() {
+        assert_eq!(ErrorKind::RateLimited.as_str(), "rate_limited");
+        assert!(!ErrorKind::RateLimited.is_retryable());
     }
 }

@@ -187,13 +187,14 @@ pub enum LinkGone {
 }
 
 impl LinkRecord {
-    /// Whether the link may serve its file now.
+    /// Whether the link may serve its file now. A deleted file's links
+    /// are revoked with it: that says "deleted", not "revoked".
     pub fn check(&self, file: &FileRecord, now: DateTime<Utc>) -> Result<(), LinkGone> {
-        if self.revoked_at.is_some() {
-            return Err(LinkGone::Revoked);
-        }
         if file.state == FileState::Deleted {
             return Err(LinkGone::FileDeleted);
+        }
+        if self.revoked_at.is_some() {
+            return Err(LinkGone::Revoked);
         }
         if self.expires_at.is_some_and(|t| t <= now) {
             return Err(LinkGone::Expired);
@@ -311,5 +312,10 @@ mod tests {
         assert_eq!(link.check(&file, now), Err(LinkGone::Expired));
         link.revoked_at = Some(now);
         assert_eq!(link.check(&file, now), Err(LinkGone::Revoked));
+        // Deleting a file revokes its links too; the deletion is the reason.
+        let mut deleted = file.clone();
+        deleted.state = FileState::Deleted;
+        deleted.deleted_at = Some(now);
+        assert_eq!(link.check(&deleted, now), Err(LinkGone::FileDeleted));
     }
 }

@@ -176,6 +176,25 @@ impl ObjectKey {
         // on file stores (the leading bits are a timestamp and would not).
         Self(format!("blobs/{}/{}/{}", &id[30..32], &id[28..30], id))
     }
+
+    /// The key of a blob that `job` uploads: under
+    /// [`ObjectKey::job_upload_prefix`], so whoever runs the job next can
+    /// find what an attempt that died mid-upload left behind (S3 keeps an
+    /// unfinished multipart upload until someone aborts it). The random
+    /// tail keeps the attempts of one job apart.
+    pub fn for_job_upload(job: JobId) -> Self {
+        let tail = Uuid::new_v4().simple().to_string();
+        Self(format!("{}{}", Self::job_upload_prefix(job), &tail[..16]))
+    }
+
+    /// What every [`ObjectKey::for_job_upload`] key of `job` starts with
+    /// (a string prefix, not a whole segment): `blobs/<fan-out>/<job>-`.
+    /// Job ids are time-ordered, so listings stay roughly chronological.
+    pub fn job_upload_prefix(job: JobId) -> String {
+        let id = job.as_uuid().simple().to_string();
+        // Fan-out from the random tail, as for `for_new_blob`.
+        format!("blobs/{}/{}/{}-", &id[30..32], &id[28..30], id)
+    }
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -305,6 +324,18 @@ mod tests {
     #[test]
     fn object_keys_are_confined() {
         assert!(ObjectKey::for_new_blob().as_str().parse::<ObjectKey>().is_ok());
+        let job = JobId::new();
+        let (a, b) = (ObjectKey::for_job_upload(job), ObjectKey::for_job_upload(job));
+        assert_ne!(a, b, "attempts of one job get keys of their own");
+        for k in [&a, &b] {
+            assert!(k.as_str().parse::<ObjectKey>().is_ok(), "{k}");
+            assert!(k.as_str().starts_with(&ObjectKey::job_upload_prefix(job)), "{k}");
+        }
+        assert!(
+            !ObjectKey::for_job_upload(JobId::new())
+                .as_str()
+                .starts_with(&ObjectKey::job_upload_prefix(job))
+        );
         for bad in [
             "",
             "/abs",

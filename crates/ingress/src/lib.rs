@@ -201,17 +201,28 @@ fn classify(body: &[u8]) -> Body {
     }
 }
 
+/// One span per request; the update's trace starts here and rides the bus
+/// to the worker.
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(update_id = tracing::field::Empty, outcome = tracing::field::Empty, otel.kind = "server")
+)]
 async fn webhook(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, IngressError> {
+    let span = tracing::Span::current();
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !s.config.secret.matches(given) {
+        span.record("outcome", "unauthorized");
         s.metrics.count("unauthorized");
         return Err(IngressError::Unauthorized);
     }
     let outcome = match classify(&body) {
         Body::Update(update_id) => {
+            span.record("update_id", update_id);
             let publish = s.sink.publish(Envelope {
                 update_id,
                 body: body.clone(),
+                trace: teledrop_otel::context_of(&span),
             });
             match tokio::time::timeout(s.config.publish_timeout, publish).await {
                 Ok(Ok(())) => {
@@ -235,12 +246,14 @@ async fn webhook(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
             }
         }
     };
+    span.record("outcome", outcome);
     s.metrics.count(outcome);
     Ok(StatusCode::OK)
 }
 
 fn unavailable(s: &Inner, e: BusError) -> IngressError {
     warn!(error = %e, "bus unavailable: answering 503 so Telegram retries");
+    tracing::Span::current().record("outcome", "unavailable");
     s.metrics.count("unavailable");
     IngressError::Unavailable(e, s.config.retry_after)
 }
@@ -257,7 +270,7 @@ async fn readyz(State(s): State<Arc<Inner>>) -> Response {
 
 async fn metrics_text(State(s): State<Arc<Inner>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, teledrop_metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
         .into_response()

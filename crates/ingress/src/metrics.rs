@@ -1,43 +1,51 @@
-//! Request counters in the Prometheus text format. A handful of fixed
-//! labels, so a small lock-free table is enough.
+//! Request counters in the Prometheus text format.
 
-use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use teledrop_metrics::{CounterVec, Render};
 
 const OUTCOMES: [&str; 4] = ["published", "dead_letter", "unauthorized", "unavailable"];
 
-#[derive(Clone, Default)]
+/// Webhook requests by outcome. Clones share the counts.
+#[derive(Clone)]
 pub struct Metrics {
-    counts: Arc<[AtomicU64; 4]>,
+    requests: Arc<CounterVec>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Arc::new(
+                CounterVec::new(
+                    "teledrop_webhook_requests_total",
+                    "Webhook requests by outcome.",
+                    &["outcome"],
+                )
+                .with_series(OUTCOMES.map(|o| [o])),
+            ),
+        }
+    }
 }
 
 impl Metrics {
+    /// Counts one request; an outcome outside the fixed set is ignored,
+    /// so no caller can grow the series.
     pub fn count(&self, outcome: &str) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        if OUTCOMES.contains(&outcome) {
+            self.requests.inc(&[outcome]);
         }
     }
 
     pub fn get(&self, outcome: &str) -> u64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+        self.requests.get(&[outcome])
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP teledrop_webhook_requests_total Webhook requests by outcome.\n\
-             # TYPE teledrop_webhook_requests_total counter\n",
-        );
-        for (i, o) in OUTCOMES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "teledrop_webhook_requests_total{{outcome=\"{o}\"}} {}",
-                self.counts[i].load(Ordering::Relaxed)
-            );
-        }
-        out
+        teledrop_metrics::render(&[self])
+    }
+}
+
+impl Render for Metrics {
+    fn render(&self, out: &mut String) {
+        self.requests.render(out);
     }
 }

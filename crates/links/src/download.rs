@@ -184,9 +184,16 @@ pub(crate) async fn download(
     tracing::debug!(status = status.as_u16(), bytes = length, counted, "streaming file");
 
     let file_id = file.id;
-    let body = Body::from_stream(read.stream.inspect_err(move |e| {
-        tracing::warn!(%file_id, error = e.label(), detail = %e, "reading the object failed mid-stream");
-    }));
+    // Counted as the bytes go out, so a download broken off counts what
+    // was sent, not the file's size.
+    let sent = state.clone();
+    let body = Body::from_stream(
+        read.stream
+            .inspect_ok(move |chunk| sent.inner.metrics.served(chunk.len()))
+            .inspect_err(move |e| {
+                tracing::warn!(%file_id, error = e.label(), detail = %e, "reading the object failed mid-stream");
+            }),
+    );
     Ok((status, response_headers, body).into_response())
 }
 

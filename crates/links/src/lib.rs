@@ -17,7 +17,9 @@
 //!   batches by [`LinksState::run_flusher`]; a link's download limit is
 //!   checked against the catalog's count plus the counts not yet written.
 //! - `/healthz` says the process is alive, `/readyz` that the catalog and
-//!   the object store answer.
+//!   the object store answer, `/metrics` counts answers by status and bytes
+//!   served (Prometheus text; the chart's public routes expose only
+//!   `/download`).
 //!
 //! Logs never carry a whole token: at most its first 8 characters.
 
@@ -27,6 +29,7 @@ mod counter;
 pub mod disposition;
 mod download;
 mod error;
+mod metrics;
 pub mod range;
 mod response;
 
@@ -47,6 +50,8 @@ use tracing::Instrument;
 
 use counter::{DownloadCounter, FlushGuard};
 use error::ErrorLabel;
+use metrics::LinksMetrics;
+use teledrop_metrics::Render;
 
 /// How long a readiness probe waits for each dependency.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -86,10 +91,25 @@ struct Inner {
     /// limited-link admission that lost the optimistic race too often, so
     /// its catalog read and its decision cannot straddle a flush.
     flush_gate: tokio::sync::RwLock<()>,
+    metrics: LinksMetrics,
+    /// Served on `/metrics` after the link server's own (standalone adds
+    /// the worker's).
+    more_metrics: Vec<Arc<dyn Render>>,
 }
 
 impl LinksState {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, config: LinksConfig) -> Self {
+        Self::with_more_metrics(catalog, storage, config, Vec::new())
+    }
+
+    /// Like [`LinksState::new`], with `/metrics` also rendering `more`
+    /// (another role's metrics in the same process).
+    pub fn with_more_metrics(
+        catalog: Arc<dyn Catalog>,
+        storage: Storage,
+        config: LinksConfig,
+        more: Vec<Arc<dyn Render>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 catalog,
@@ -97,6 +117,8 @@ impl LinksState {
                 config,
                 counter: DownloadCounter::default(),
                 flush_gate: tokio::sync::RwLock::new(()),
+                metrics: LinksMetrics::default(),
+                more_metrics: more,
             }),
         }
     }
@@ -153,15 +175,33 @@ impl LinksState {
     }
 }
 
+/// The path of the download route, as its span and metrics name it.
+const DOWNLOAD_ROUTE: &str = "/download/{token}";
+
 /// The link server's routes: `/download/{token}` (GET and HEAD),
-/// `/healthz`, `/readyz`, each request in its own tracing span.
+/// `/healthz`, `/readyz`, `/metrics`, each request in its own tracing span.
 pub fn router(state: LinksState) -> Router {
     Router::new()
-        .route("/download/{token}", get(download::download))
+        .route(DOWNLOAD_ROUTE, get(download::download))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .layer(axum::middleware::from_fn(trace_request))
+        .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), trace_request))
         .with_state(state)
+}
+
+async fn metrics_text(State(state): State<LinksState>) -> Response {
+    let inner = &state.inner;
+    let mut sources: Vec<&dyn Render> = vec![&inner.metrics];
+    sources.extend(inner.more_metrics.iter().map(|m| &**m));
+    let mut r = teledrop_metrics::render(&sources).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(teledrop_metrics::CONTENT_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 async fn healthz() -> Response {
@@ -215,8 +255,9 @@ async fn readyz(State(state): State<LinksState>) -> Response {
 }
 
 /// One span per request, named by its route template (never the path,
-/// which holds the token); the handler adds a token prefix.
-async fn trace_request(request: Request, next: Next) -> Response {
+/// which holds the token); the handler adds a token prefix. Downloads'
+/// statuses are counted here, where every answer passes, errors included.
+async fn trace_request(State(state): State<LinksState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -232,6 +273,9 @@ async fn trace_request(request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
+    if route == DOWNLOAD_ROUTE {
+        state.inner.metrics.answered(response.status());
+    }
     let status = response.status().as_u16();
     span.record("status", status);
     let error = response.extensions().get::<ErrorLabel>().map(|l| l.0);

@@ -98,6 +98,7 @@ pub async fn collect_orphans_every(
                 examined = r.examined,
                 deleted = r.deleted.files,
                 bytes = r.deleted.bytes,
+                aborted_uploads = r.aborted_uploads,
                 "orphan collection done"
             ),
             Err(e) => tracing::warn!(error = %e, label = e.label(), "orphan collection failed"),

@@ -250,7 +250,11 @@ impl Sweeper {
 
     /// Removes objects under `blobs/` that no catalog row names and that
     /// are older than `grace` (an upload in progress writes its object
-    /// before its row; the grace period must be longer than any upload).
+    /// before its row; the grace period must be longer than any upload),
+    /// and aborts unfinished uploads under `blobs/` begun longer than
+    /// `grace` ago: a worker killed mid-upload leaves its multipart upload
+    /// (or staging file) behind, and a job it ran that finished elsewhere
+    /// is never retaken to clean up after it.
     pub async fn collect_orphans(
         &self,
         grace: Duration,
@@ -289,6 +293,17 @@ impl Sweeper {
             if next.is_none() {
                 break;
             }
+        }
+        let mut uploads = self.storage.unfinished_uploads("blobs/");
+        while let Some(upload) = uploads.try_next().await? {
+            if upload.initiated >= cutoff {
+                continue;
+            }
+            if !dry_run {
+                self.storage.abort_upload(&upload).await?;
+            }
+            tracing::info!(key = %upload.key, initiated = %upload.initiated, dry_run, "abandoned upload aborted");
+            report.aborted_uploads += 1;
         }
         Ok(report)
     }
@@ -351,6 +366,8 @@ impl Sweeper {
 pub struct OrphanReport {
     pub examined: u64,
     pub deleted: Totals,
+    /// Unfinished uploads aborted (or, in a dry run, that would be).
+    pub aborted_uploads: u64,
 }
 
 /// A file about to be ingested, as known before its download.

@@ -4,9 +4,12 @@
 //! path), `memory://`, `s3://bucket[/prefix]`. Uploads are streamed (multipart
 //! above one part, a single atomic put below), hashed on the way, and aborted
 //! on any failure so that nothing is ever half-written under a live key.
+//! Uploads a killed process left unfinished can be listed and aborted
+//! ([`Storage::unfinished_uploads`]).
 
 mod error;
 mod target;
+mod uploads;
 
 use std::fmt;
 use std::io::{Seek, SeekFrom};
@@ -33,6 +36,8 @@ use tokio::io::AsyncReadExt;
 
 pub use error::StorageError;
 use target::Target;
+use uploads::S3Uploads;
+pub use uploads::UnfinishedUpload;
 
 /// Size of one multipart part (S3's minimum for all but the last part).
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
@@ -58,7 +63,7 @@ pub struct Storage {
 enum Kind {
     Local { root: PathBuf },
     Memory,
-    S3,
+    S3(Arc<S3Uploads>),
 }
 
 impl fmt::Debug for Storage {
@@ -193,8 +198,10 @@ impl Storage {
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .and_then(|e| public_endpoint(&e));
         let store = builder
+            .clone()
             .build()
             .map_err(|e| StorageError::Config(format!("S3 store for bucket {bucket:?}: {e}")))?;
+        let uploads = S3Uploads::new(&builder, store.clone(), bucket, &prefix)?;
         let mut description = format!("s3://{bucket}");
         if !prefix.as_ref().is_empty() {
             description.push('/');
@@ -203,7 +210,11 @@ impl Storage {
         if let Some(endpoint) = endpoint {
             description.push_str(&format!(" (endpoint {endpoint})"));
         }
-        Ok(Self::new(with_prefix(store, prefix), Kind::S3, description))
+        Ok(Self::new(
+            with_prefix(store, prefix),
+            Kind::S3(Arc::new(uploads)),
+            description,
+        ))
     }
 
     /// Where the objects live, for logs: `file:///data/objects`,
@@ -425,6 +436,61 @@ impl Storage {
             .boxed()
     }
 
+    /// Uploads started and neither completed nor aborted whose key starts
+    /// with `prefix` (a plain string prefix: `blobs/ab/cd/0190-` matches
+    /// `blobs/ab/cd/0190-x`), in no particular order: S3's in-progress
+    /// multipart uploads, the local store's staging files. The in-memory
+    /// store has none that outlive their process, so it lists none.
+    pub fn unfinished_uploads(&self, prefix: &str) -> BoxStream<'static, Result<UnfinishedUpload, StorageError>> {
+        match &*self.kind {
+            Kind::Memory => stream::empty().boxed(),
+            Kind::S3(uploads) => uploads.clone().list(prefix),
+            Kind::Local { root } => {
+                let (root, prefix) = (root.clone(), prefix.to_owned());
+                stream::once(async move {
+                    let found = tokio::task::spawn_blocking(move || {
+                        uploads::local_staging_files(&root, &prefix).map_err(|e| local_error(&root, e))
+                    })
+                    .await
+                    .map_err(|e| StorageError::Store(e.into()))??;
+                    Ok::<_, StorageError>(stream::iter(found.into_iter().map(Ok)))
+                })
+                .try_flatten()
+                .boxed()
+            }
+        }
+    }
+
+    /// Aborts an upload found by [`Storage::unfinished_uploads`], freeing
+    /// what it stored; one that is gone already is not an error.
+    pub async fn abort_upload(&self, upload: &UnfinishedUpload) -> Result<(), StorageError> {
+        match &*self.kind {
+            Kind::Memory => Ok(()),
+            Kind::S3(uploads) => uploads.abort(upload).await,
+            Kind::Local { root } => {
+                let (root, upload) = (root.clone(), upload.clone());
+                tokio::task::spawn_blocking(move || {
+                    uploads::remove_local_staging_file(&root, &upload).map_err(|e| local_error(&root, e))
+                })
+                .await
+                .map_err(|e| StorageError::Store(e.into()))?
+            }
+        }
+    }
+
+    /// Aborts every unfinished upload under `prefix` (see
+    /// [`Storage::unfinished_uploads`]) and says how many there were.
+    /// Only for prefixes no live upload writes under.
+    pub async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<u64, StorageError> {
+        let mut listing = self.unfinished_uploads(prefix);
+        let mut aborted = 0;
+        while let Some(upload) = listing.try_next().await? {
+            self.abort_upload(&upload).await?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
     /// A cheap reachability check (readiness probes): looks up a key that
     /// need not exist, and for the local store checks that its folder is
     /// still there. Gives up after a few seconds.
@@ -449,7 +515,7 @@ impl Storage {
                     ));
                 }
             }
-            Kind::Memory | Kind::S3 => {}
+            Kind::Memory | Kind::S3(_) => {}
         }
         match self.store.head(&Path::from(PING_KEY)).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -48,15 +48,7 @@ impl Fixture {
 
     async fn s3() -> Self {
         let bucket = fresh_bucket().await;
-        let options = [
-            ("aws_endpoint", bucket.endpoint.as_str()),
-            ("aws_access_key_id", bucket.access_key_id.as_str()),
-            ("aws_secret_access_key", bucket.secret_access_key.as_str()),
-            ("aws_region", bucket.region.as_str()),
-            ("aws_allow_http", "true"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let storage = Storage::from_url_with_options(&bucket.url(), options).unwrap();
+        let storage = Storage::from_url_with_options(&bucket.url(), s3_options(&bucket)).unwrap();
         Fixture {
             storage,
             backend: Backend::S3(bucket),
@@ -70,7 +62,7 @@ impl Fixture {
         match &self.backend {
             Backend::Local(dir) => staging_files(dir.path()),
             Backend::Memory => Vec::new(),
-            Backend::S3(bucket) => in_progress_multipart_uploads(bucket).await,
+            Backend::S3(bucket) => bucket.in_progress_multipart_uploads().await,
         }
     }
 
@@ -78,6 +70,17 @@ impl Fixture {
         let left = self.unfinished_uploads().await;
         assert!(left.is_empty(), "unfinished uploads left behind: {left:?}");
     }
+}
+
+fn s3_options(bucket: &S3Bucket) -> [(String, String); 5] {
+    [
+        ("aws_endpoint", bucket.endpoint.as_str()),
+        ("aws_access_key_id", bucket.access_key_id.as_str()),
+        ("aws_secret_access_key", bucket.secret_access_key.as_str()),
+        ("aws_region", bucket.region.as_str()),
+        ("aws_allow_http", "true"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
 }
 
 fn staging_files(root: &std::path::Path) -> Vec<String> {
@@ -95,29 +98,6 @@ fn staging_files(root: &std::path::Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// `GET /{bucket}?uploads`, unsigned (moto accepts it); the keys of the
-/// `<Upload>` entries.
-async fn in_progress_multipart_uploads(bucket: &S3Bucket) -> Vec<String> {
-    let url = format!("{}/{}?uploads", bucket.endpoint.trim_end_matches('/'), bucket.bucket);
-    let resp = reqwest::get(&url).await.unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let body = resp.text().await.unwrap();
-    assert!(
-        body.contains("<ListMultipartUploadsResult"),
-        "unexpected answer to {url}: {body}"
-    );
-    body.split("<Upload>")
-        .skip(1)
-        .map(|upload| {
-            let key = upload
-                .split_once("<Key>")
-                .and_then(|(_, rest)| rest.split_once("</Key>"))
-                .map(|(key, _)| key.to_owned());
-            key.unwrap_or_else(|| "<no key>".to_owned())
-        })
-        .collect()
 }
 
 // ----------------------------------------------------------------- sources
@@ -149,6 +129,47 @@ fn chunked(data: &[u8]) -> Vec<Bytes> {
 
 fn source_of(data: &[u8]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
     stream::iter(chunked(data).into_iter().map(Ok))
+}
+
+/// Two parts' worth, then a signal on the receiver, then nothing ever
+/// again: an upload from it is in progress for good.
+fn stalling() -> (
+    impl Stream<Item = Result<Bytes, std::io::Error>> + Send + use<>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut reached_tx = Some(reached_tx);
+    let source = source_of(&content(2 * PART_SIZE as u64 + 1)).chain(stream::poll_fn(move |_| {
+        if let Some(tx) = reached_tx.take() {
+            tx.send(()).unwrap();
+        }
+        std::task::Poll::Pending
+    }));
+    (source, reached_rx)
+}
+
+/// Starts an upload to `k` that never ends and leaks it once it is under
+/// way: what a process killed mid-upload leaves behind (no abort runs,
+/// not even in the background).
+async fn leak_upload(s: &Storage, k: &ObjectKey) {
+    let (source, reached) = stalling();
+    let mut upload = Box::pin(s.put_stream(k, source, None, NO_LIMIT));
+    tokio::select! {
+        result = &mut upload => panic!("the upload cannot finish: {result:?}"),
+        _ = reached => {}
+    }
+    std::mem::forget(upload);
+}
+
+async fn unfinished_keys(s: &Storage, prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = s
+        .unfinished_uploads(prefix)
+        .map_ok(|u| u.key)
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
 }
 
 /// Yields `data`, then fails like a cut download.
@@ -477,15 +498,7 @@ async fn overwrite_replaces_atomically(f: Fixture) {
 async fn dropped_upload_is_aborted(f: Fixture) {
     let s = &f.storage;
     let k = key("blobs/dropped");
-    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut reached_tx = Some(reached_tx);
-    // Two parts' worth, then a signal, then nothing ever again.
-    let source = source_of(&content(2 * PART_SIZE as u64 + 1)).chain(stream::poll_fn(move |_| {
-        if let Some(tx) = reached_tx.take() {
-            tx.send(()).unwrap();
-        }
-        std::task::Poll::Pending
-    }));
+    let (source, reached_rx) = stalling();
     let upload = s.put_stream(&k, source, None, NO_LIMIT);
     tokio::select! {
         result = upload => panic!("the upload cannot finish: {result:?}"),
@@ -541,6 +554,56 @@ async fn leftover_check_sees_unfinished_uploads(f: Fixture) {
     assert_eq!(left.len(), 1, "{left:?}");
     upload.abort().await.unwrap();
     f.assert_no_unfinished_uploads().await;
+}
+
+async fn abandoned_upload_is_listed_and_aborted(f: Fixture) {
+    let s = &f.storage;
+    // Keys as the worker gives them: one prefix per job, one tail per attempt.
+    let k = key("blobs/ab/cd/job1-attempt1");
+    leak_upload(s, &k).await;
+    // The in-memory store's uploads die with their process: none to list.
+    let expected: Vec<String> = match f.backend {
+        Backend::Memory => Vec::new(),
+        Backend::Local(_) | Backend::S3(_) => vec![k.to_string()],
+    };
+    assert_eq!(unfinished_keys(s, "blobs/ab/cd/job1-").await, expected);
+    assert_eq!(unfinished_keys(s, "blobs/").await, expected);
+    assert_eq!(f.unfinished_uploads().await.len(), expected.len(), "the backend agrees");
+    for other in ["blobs/ab/cd/job2-", "blobs/ab/cd/job1-attempt2", "blobs/zz/", "other"] {
+        assert_eq!(unfinished_keys(s, other).await, Vec::<String>::new(), "{other}");
+    }
+    assert!(s.head(&k).await.unwrap().is_none());
+    let listed: Vec<teledrop_storage::UnfinishedUpload> = s.unfinished_uploads("blobs/").try_collect().await.unwrap();
+
+    // The next attempt of the job stores its object; aborting the job's
+    // leftovers then spares it.
+    let next = key("blobs/ab/cd/job1-attempt2");
+    let data = content(PART_SIZE as u64 + 7);
+    put(s, &next, &data).await;
+    let aborted = s.abort_unfinished_uploads("blobs/ab/cd/job1-").await.unwrap();
+    assert_eq!(aborted, expected.len() as u64);
+    f.assert_no_unfinished_uploads().await;
+    assert_eq!(unfinished_keys(s, "").await, Vec::<String>::new());
+    assert!(s.head(&k).await.unwrap().is_none());
+    let (_, _, bytes) = read_all(s, &next, None).await;
+    assert!(bytes == data, "the completed upload was touched");
+    // Aborting what is gone already is not an error.
+    for upload in &listed {
+        s.abort_upload(upload).await.unwrap();
+    }
+    assert_eq!(s.abort_unfinished_uploads("blobs/").await.unwrap(), 0);
+
+    // Under a storage URL with a key prefix, keys are relative to it.
+    if let Backend::S3(bucket) = &f.backend {
+        let nested =
+            Storage::from_url_with_options(&format!("{}/nested/deeper", bucket.url()), s3_options(bucket)).unwrap();
+        let k = key("blobs/ef/gh/job3-attempt1");
+        leak_upload(&nested, &k).await;
+        assert_eq!(unfinished_keys(&nested, "blobs/ef/").await, vec![k.to_string()]);
+        assert_eq!(unfinished_keys(s, "nested/").await, vec![format!("nested/deeper/{k}")]);
+        assert_eq!(nested.abort_unfinished_uploads("blobs/").await.unwrap(), 1);
+        f.assert_no_unfinished_uploads().await;
+    }
 }
 
 async fn ping_answers(f: Fixture) {
@@ -610,6 +673,7 @@ conformance!(
     overwrite_replaces_atomically,
     dropped_upload_is_aborted,
     leftover_check_sees_unfinished_uploads,
+    abandoned_upload_is_listed_and_aborted,
     ping_answers,
     clones_share_the_store,
 );

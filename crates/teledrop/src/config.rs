@@ -132,6 +132,35 @@ pub struct NatsArgs {
         default_value = "teledrop"
     )]
     pub nats_prefix: String,
+    /// A delivery a worker neither settles nor keeps alive within this time
+    /// goes to another worker: how long a dead worker's file waits.
+    /// Workers confirm progress every quarter of it, so it bounds no
+    /// transfer. Ingress and workers must agree (both create the consumer).
+    #[arg(
+        long,
+        env = "TELEDROP_NATS_ACK_WAIT",
+        value_name = "TELEDROP_NATS_ACK_WAIT",
+        default_value = "60s",
+        value_parser = positive_duration
+    )]
+    pub nats_ack_wait: std::time::Duration,
+    /// Deliveries of one update before its job is failed and the user told.
+    #[arg(
+        long,
+        env = "TELEDROP_NATS_MAX_DELIVER",
+        value_name = "TELEDROP_NATS_MAX_DELIVER",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub nats_max_deliver: u16,
+}
+
+fn positive_duration(raw: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(raw) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (examples: 30s, 2m)")),
+    }
 }
 
 impl NatsArgs {
@@ -143,6 +172,8 @@ impl NatsArgs {
             dead_letter_stream: format!("{}_DEADLETTER", self.nats_stream),
             dead_letter_subject: format!("{}.deadletter", self.nats_prefix),
             consumer: format!("{}-workers", self.nats_prefix),
+            ack_wait: self.nats_ack_wait,
+            max_deliver: i64::from(self.nats_max_deliver),
             ..teledrop_bus::JetStreamConfig::default()
         }
     }
@@ -440,6 +471,7 @@ impl IngestArgs {
             allowed_users: limits.allowed_users.clone(),
             progress_interval: limits.progress_interval,
             max_attempts: limits.max_attempts,
+            rate_limit: limits.rate_limit,
         };
         Ok(Ingest {
             telegram,
@@ -481,6 +513,17 @@ pub struct LimitArgs {
     /// How long in-flight work may take to finish after SIGTERM.
     #[arg(long, env = "TELEDROP_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: String,
+    /// Files each user may send per minute, counted over every worker
+    /// (through the database); 0: no limit. A file past it is refused
+    /// before anything is downloaded, with a reply saying when to send it
+    /// again.
+    #[arg(
+        long,
+        env = "TELEDROP_RATE_LIMIT",
+        value_name = "TELEDROP_RATE_LIMIT",
+        default_value = "0"
+    )]
+    pub rate_limit: String,
 }
 
 /// Limits, validated.
@@ -492,6 +535,7 @@ pub struct Limits {
     pub progress_interval: Duration,
     pub max_attempts: u32,
     pub drain_timeout: Duration,
+    pub rate_limit: Option<teledrop_worker::RateLimit>,
 }
 
 impl LimitArgs {
@@ -527,6 +571,7 @@ impl LimitArgs {
             progress_interval: parse_duration("TELEDROP_PROGRESS_INTERVAL", &self.progress_interval)?,
             max_attempts: self.max_attempts,
             drain_timeout: parse_duration("TELEDROP_DRAIN_TIMEOUT", &self.drain_timeout)?,
+            rate_limit: parse_rate_limit(&self.rate_limit)?,
         })
     }
 }
@@ -595,6 +640,21 @@ pub fn parse_duration(var: &'static str, raw: &str) -> Result<Duration, ConfigEr
     humantime::parse_duration(raw).map_err(|e| ConfigError::invalid(var, format!("{e} (examples: 3s, 500ms, 2m)")))
 }
 
+/// `TELEDROP_RATE_LIMIT`: files per minute per user; empty or 0: none.
+pub fn parse_rate_limit(raw: &str) -> Result<Option<teledrop_worker::RateLimit>, ConfigError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let files: u32 = raw.parse().map_err(|_| {
+        ConfigError::invalid(
+            "TELEDROP_RATE_LIMIT",
+            format!("{raw:?} is not a whole number of files per minute (0: no limit)"),
+        )
+    })?;
+    Ok(teledrop_worker::RateLimit::per_minute(files))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +673,18 @@ mod tests {
             secret_value("X", Some("a"), Some("/f".as_ref())),
             Err(ConfigError::Both { var: "X" })
         ));
+    }
+
+    #[test]
+    fn rate_limit_is_files_per_minute_and_zero_is_none() {
+        assert_eq!(parse_rate_limit("").unwrap(), None);
+        assert_eq!(parse_rate_limit("0").unwrap(), None);
+        let limit = parse_rate_limit(" 20 ").unwrap().expect("a limit");
+        assert_eq!((limit.files().get(), limit.window()), (20, Duration::from_secs(60)));
+        for bad in ["-1", "ten", "1.5", "99999999999"] {
+            let e = parse_rate_limit(bad).unwrap_err().to_string();
+            assert!(e.starts_with("TELEDROP_RATE_LIMIT:"), "{e}");
+        }
     }
 
     #[test]

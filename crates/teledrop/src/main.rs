@@ -4,7 +4,7 @@ use teledrop::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    teledrop::telemetry::init(cli.log.log_format);
+    let telemetry = teledrop::telemetry::init(cli.log.log_format, role(&cli.command));
     let shutdown = teledrop::shutdown::on_signal();
     let result = match cli.command {
         Command::Standalone(args) => teledrop::standalone::run(args, shutdown).await,
@@ -19,7 +19,7 @@ async fn main() -> std::process::ExitCode {
             Ok(())
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole chain: "opening the catalog: …: …".
@@ -27,6 +27,23 @@ async fn main() -> std::process::ExitCode {
             eprintln!("teledrop: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // Failed or not, what the run traced is sent before the process ends.
+    telemetry.shutdown().await;
+    code
+}
+
+/// The role in service names (`teledrop-worker`).
+fn role(command: &Command) -> &'static str {
+    match command {
+        Command::Standalone(_) => "standalone",
+        Command::Migrate(_) => "migrate",
+        Command::Ingress(_) => "ingress",
+        Command::Worker(_) => "worker",
+        Command::Links(_) => "links",
+        Command::Webhook(_) => "webhook",
+        Command::Controller(_) => "controller",
+        Command::Crd => "crd",
     }
 }
 

@@ -65,6 +65,14 @@ struct WorkerHealth {
     catalog: Arc<dyn Catalog>,
     storage: Storage,
     bus: Arc<JetStreamBus>,
+    metrics: Arc<teledrop_worker::WorkerMetrics>,
+}
+
+async fn worker_metrics(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, teledrop_metrics::CONTENT_TYPE)],
+        teledrop_metrics::render(&[&*h.metrics]),
+    )
 }
 
 async fn worker_ready(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
@@ -108,10 +116,12 @@ pub async fn worker(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Re
         catalog,
         storage,
         bus: bus.clone(),
+        metrics: pipeline.metrics().clone(),
     });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(worker_ready))
+        .route("/metrics", get(worker_metrics))
         .with_state(health);
     let http = tokio::spawn(serve(listener, app, shutdown.clone()));
     info!(concurrency = limits.worker_concurrency, "worker pulling updates");

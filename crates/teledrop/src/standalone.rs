@@ -62,7 +62,13 @@ pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::R
         .context("reading unfinished jobs")?;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(limits.worker_concurrency * 4));
 
-    let links = LinksState::new(catalog.clone(), storage.clone(), LinksConfig::default());
+    // One port, one `/metrics`: the link server's and the worker's.
+    let links = LinksState::with_more_metrics(
+        catalog.clone(),
+        storage.clone(),
+        LinksConfig::default(),
+        vec![pipeline.metrics().clone() as Arc<dyn teledrop_metrics::Render>],
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {}: {e}", args.listen)))?;

@@ -1,19 +1,23 @@
 //! End to end, distributed: tg-sim pushing webhooks → `teledrop ingress` →
-//! NATS JetStream → three `teledrop worker`s → S3-compatible store +
-//! Postgres → `teledrop links`. Every role is the real binary in its own
-//! process; NATS, Postgres and moto are the test run's throwaway servers.
+//! NATS JetStream → several `teledrop worker`s → object store + Postgres →
+//! `teledrop links`. Every role is the real binary in its own process;
+//! NATS, Postgres and moto are the test run's throwaway servers, except
+//! where a test stops NATS: that test runs a server of its own.
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use teledrop_catalog::{Catalog, PgCatalog};
-use teledrop_core::UserId;
+use teledrop_core::{JobState, UpdateId, UserId};
+use teledrop_testkit::nats::NatsServer;
 use teledrop_testkit::process::{Proc, free_port};
-use tg_sim::{ChatLog, FileSpec, MediaKind, Sim, SimConfig};
+use tg_sim::{ChatLog, FileSpec, MediaKind, SentFile, Sim, SimConfig};
 
 const SECRET: &str = "e2e_webhook-Secret";
 const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
+const START: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
 
 fn links(log: &ChatLog) -> Vec<String> {
     log.visible()
@@ -28,195 +32,390 @@ fn links(log: &ChatLog) -> Vec<String> {
 
 async fn run_to_end(env: &[(&str, String)], args: &[&str], dir: &Path) -> String {
     let mut p = Proc::spawn(args[0], Path::new(BIN), args, env, dir);
-    let status = p.terminate_after_exit(Duration::from_secs(60)).await;
+    let status = p.terminate_after_exit(START).await;
     assert!(status.success(), "teledrop {args:?} failed: {status}\n{}", p.log_text());
     p.log_text()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn webhook_to_three_workers_to_links() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::start(
-        SimConfig {
-            webhook_backoff_cap: Duration::from_millis(500),
-            webhook_first_retry: Duration::from_millis(50),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let database_url = teledrop_testkit::postgres::fresh_database().await;
-    let bucket = teledrop_testkit::s3::fresh_bucket().await;
-    let suffix = teledrop_testkit::unique_suffix();
-    let links_port = free_port();
-    let ingress_port = free_port();
-    let public_url = format!("http://127.0.0.1:{links_port}");
+/// Where the workers put file contents.
+enum Store {
+    S3(teledrop_testkit::s3::S3Bucket),
+    /// A folder every process on this machine shares.
+    Folder,
+}
 
-    let mut common: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", database_url.clone()),
-        ("NATS_URL", teledrop_testkit::require_env("TEST_NATS_URL")),
-        ("TELEDROP_NATS_STREAM", format!("E2E_{suffix}")),
-        ("TELEDROP_NATS_PREFIX", format!("e2e{suffix}")),
-        ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
-        ("TELEGRAM_API_URL", sim.base_url().to_string()),
-        ("TELEDROP_PUBLIC_URL", public_url.clone()),
-        ("TELEDROP_WEBHOOK_SECRET", SECRET.into()),
-    ];
-    common.extend(bucket.env());
+struct Setup {
+    workers: usize,
+    local_mode: bool,
+    nats_url: String,
+    store: Store,
+    /// Extra environment for every role.
+    env: Vec<(&'static str, String)>,
+}
 
-    run_to_end(&common, &["migrate"], dir.path()).await;
-    // Migrating again, concurrently, is safe.
-    let (a, b) = tokio::join!(
-        run_to_end(&common, &["migrate"], dir.path()),
-        run_to_end(&common, &["migrate"], dir.path())
-    );
-    drop((a, b));
+/// The running deployment: one ingress, `workers` workers, one link server.
+struct Cluster {
+    /// Logs and the folder store live here until the test ends.
+    _dir: tempfile::TempDir,
+    sim: Sim,
+    database_url: String,
+    ingress_port: u16,
+    ingress: Proc,
+    workers: Vec<Proc>,
+    links: Proc,
+}
 
-    let with_listen = |port: u16| {
-        let mut e = common.clone();
-        e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
-        e
-    };
-    let mut procs = Vec::new();
-    let mut links_proc = Proc::spawn(
-        "links",
-        Path::new(BIN),
-        &["links"],
-        &with_listen(links_port),
-        dir.path(),
-    );
-    links_proc
-        .wait_http_ok(&format!("{public_url}/readyz"), Duration::from_secs(60))
-        .await;
-    let mut ingress = Proc::spawn(
-        "ingress",
-        Path::new(BIN),
-        &["ingress"],
-        &with_listen(ingress_port),
-        dir.path(),
-    );
-    ingress
-        .wait_http_ok(
-            &format!("http://127.0.0.1:{ingress_port}/readyz"),
-            Duration::from_secs(60),
+impl Cluster {
+    async fn start(setup: Setup) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::start(
+            SimConfig {
+                webhook_backoff_cap: Duration::from_millis(500),
+                webhook_first_retry: Duration::from_millis(50),
+                local_mode: setup.local_mode,
+                local_dir: dir.path().join("bot-api"),
+                ..SimConfig::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
         )
-        .await;
-    for i in 0..3 {
-        let port = free_port();
-        let mut w = Proc::spawn(
-            &format!("worker{i}"),
+        .await
+        .unwrap();
+        let database_url = teledrop_testkit::postgres::fresh_database().await;
+        let suffix = teledrop_testkit::unique_suffix();
+        let links_port = free_port();
+        let ingress_port = free_port();
+        let public_url = format!("http://127.0.0.1:{links_port}");
+
+        let mut common: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", database_url.clone()),
+            ("NATS_URL", setup.nats_url.clone()),
+            ("TELEDROP_NATS_STREAM", format!("E2E_{suffix}")),
+            ("TELEDROP_NATS_PREFIX", format!("e2e{suffix}")),
+            ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
+            ("TELEGRAM_API_URL", sim.base_url().to_string()),
+            ("TELEGRAM_LOCAL_MODE", setup.local_mode.to_string()),
+            ("TELEDROP_PUBLIC_URL", public_url.clone()),
+            ("TELEDROP_WEBHOOK_SECRET", SECRET.into()),
+        ];
+        match &setup.store {
+            Store::S3(bucket) => common.extend(bucket.env()),
+            Store::Folder => common.push(("TELEDROP_STORAGE_URL", dir.path().join("objects").display().to_string())),
+        }
+        common.extend(setup.env);
+
+        run_to_end(&common, &["migrate"], dir.path()).await;
+        let with_listen = |port: u16| {
+            let mut e = common.clone();
+            e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
+            e
+        };
+        let mut links = Proc::spawn(
+            "links",
             Path::new(BIN),
-            &["worker"],
-            &with_listen(port),
+            &["links"],
+            &with_listen(links_port),
             dir.path(),
         );
-        w.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(60))
+        links.wait_http_ok(&format!("{public_url}/readyz"), START).await;
+        let mut ingress = Proc::spawn(
+            "ingress",
+            Path::new(BIN),
+            &["ingress"],
+            &with_listen(ingress_port),
+            dir.path(),
+        );
+        ingress
+            .wait_http_ok(&format!("http://127.0.0.1:{ingress_port}/readyz"), START)
             .await;
-        procs.push(w);
+        let mut workers = Vec::new();
+        for i in 0..setup.workers {
+            let port = free_port();
+            let mut w = Proc::spawn(
+                &format!("worker{i}"),
+                Path::new(BIN),
+                &["worker"],
+                &with_listen(port),
+                dir.path(),
+            );
+            w.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), START).await;
+            workers.push(w);
+        }
+        let out = run_to_end(
+            &common,
+            &["webhook", "set", "--url", &format!("http://127.0.0.1:{ingress_port}")],
+            dir.path(),
+        )
+        .await;
+        assert!(out.contains("webhook set"), "{out}");
+        Cluster {
+            _dir: dir,
+            sim,
+            database_url,
+            ingress_port,
+            ingress,
+            workers,
+            links,
+        }
     }
-    let out = run_to_end(
-        &common,
-        &["webhook", "set", "--url", &format!("http://127.0.0.1:{ingress_port}")],
-        dir.path(),
-    )
-    .await;
-    assert!(out.contains("webhook set"), "{out}");
 
-    // Bad input at the ingress changes nothing.
-    let hook = format!("http://127.0.0.1:{ingress_port}/telegram/webhook");
+    fn webhook_url(&self) -> String {
+        format!("http://127.0.0.1:{}/telegram/webhook", self.ingress_port)
+    }
+
+    fn logs(&self) -> String {
+        self.workers
+            .iter()
+            .chain([&self.ingress, &self.links])
+            .map(|p| p.log_text())
+            .collect()
+    }
+
+    async fn catalog(&self) -> PgCatalog {
+        PgCatalog::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Waits until every user has one link per file sent, and checks that
+    /// the bot said nothing else. Returns each user's links.
+    async fn wait_for_links(&self, sent: &HashMap<i64, Vec<SentFile>>, deadline: Duration) -> Vec<(i64, Vec<String>)> {
+        let ctl = self.sim.control();
+        let mut all = Vec::new();
+        for (user, files) in sent {
+            let log = ctl
+                .wait_for(*user, deadline, |l| links(l).len() >= files.len())
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+            let l = links(&log);
+            assert_eq!(
+                l.len(),
+                files.len(),
+                "exactly one link per file for user {user}: {log:#?}"
+            );
+            assert_eq!(log.visible().count(), files.len(), "no other message for user {user}");
+            all.push((*user, l));
+        }
+        all
+    }
+
+    /// Usage per user is exact and each distinct content is one blob.
+    async fn assert_catalog_exact(&self, sent: &HashMap<i64, Vec<SentFile>>) {
+        let catalog = self.catalog().await;
+        for (user, files) in sent {
+            let u = catalog.usage(UserId(*user)).await.unwrap();
+            assert_eq!(u.files, files.len() as u64, "files of user {user}");
+            assert_eq!(
+                u.bytes,
+                files.iter().map(|f| f.size).sum::<u64>(),
+                "bytes of user {user}"
+            );
+        }
+        let uniques: HashSet<&str> = sent.values().flatten().map(|f| f.file_unique_id.as_str()).collect();
+        let mut keys = HashSet::new();
+        for u in &uniques {
+            keys.insert(catalog.blob(u).await.unwrap().expect("blob").object_key);
+        }
+        assert_eq!(keys.len(), uniques.len(), "one blob per distinct content");
+    }
+
+    /// SIGTERM to every role: each exits cleanly, and no log holds the token.
+    async fn stop(mut self) {
+        let token = self.sim.token().to_owned();
+        for p in self.workers.iter_mut().chain([&mut self.ingress, &mut self.links]) {
+            let status = p.terminate(START).await;
+            assert!(status.success(), "{status}\n{}", p.log_text());
+            assert!(!p.log_text().contains(&token), "token leaked into a log");
+        }
+    }
+}
+
+/// Downloads every link and compares each user's set of SHA-256 digests
+/// with what they sent. Bodies are hashed as they stream in.
+async fn assert_downloads_identical(all_links: &[(i64, Vec<String>)], sent: &HashMap<i64, Vec<SentFile>>) {
     let client = reqwest::Client::new();
-    let wrong = client
-        .post(&hook)
-        .header("X-Telegram-Bot-Api-Secret-Token", "nope")
-        .body("{\"update_id\":1}");
-    assert_eq!(wrong.send().await.unwrap().status(), 401);
+    let mut by_user: HashMap<i64, HashSet<String>> = HashMap::new();
+    for (user, urls) in all_links {
+        for url in urls {
+            let mut resp = client.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}");
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                hasher.update(chunk);
+            }
+            by_user.entry(*user).or_default().insert(hex::encode(hasher.finalize()));
+        }
+    }
+    for (user, files) in sent {
+        let want: HashSet<String> = files.iter().map(|f| f.sha256.clone()).collect();
+        assert_eq!(by_user[user], want, "user {user} downloads what they sent");
+    }
+}
 
-    // 10 users send 3 files each; 4 of them re-send content someone sent before.
-    let kinds = [
-        MediaKind::Document,
-        MediaKind::Photo,
-        MediaKind::Video,
-        MediaKind::Audio,
-        MediaKind::Voice,
-    ];
-    let mut sent: HashMap<i64, Vec<tg_sim::SentFile>> = HashMap::new();
-    let mut first_specs: HashMap<i64, FileSpec> = HashMap::new();
+fn s3_setup(workers: usize, local_mode: bool, bucket: teledrop_testkit::s3::S3Bucket) -> Setup {
+    Setup {
+        workers,
+        local_mode,
+        nats_url: teledrop_testkit::require_env("TEST_NATS_URL"),
+        store: Store::S3(bucket),
+        env: Vec::new(),
+    }
+}
+
+const KINDS: [MediaKind; 5] = [
+    MediaKind::Document,
+    MediaKind::Photo,
+    MediaKind::Video,
+    MediaKind::Audio,
+    MediaKind::Voice,
+];
+
+/// The scenario: 20 users send 200 files of mixed kinds and sizes
+/// (1 KiB to 50 MiB; the Bot API in local mode, as big files need),
+/// including 20 repeats of content someone sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_files_from_twenty_users_through_three_workers() {
+    let bucket = teledrop_testkit::s3::fresh_bucket().await;
+    let cluster = Cluster::start(s3_setup(3, true, bucket)).await;
+
+    // Bad input at the ingress changes nothing (checked again at the end).
+    let client = reqwest::Client::new();
+    let hook = cluster.webhook_url();
+    let post = |secret: &str, body: Vec<u8>| {
+        client
+            .post(&hook)
+            .header("X-Telegram-Bot-Api-Secret-Token", secret)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post("nope", b"{\"update_id\":1}".to_vec()).await.unwrap().status(), 401);
+    assert_eq!(post(SECRET, vec![b' '; 2 * MIB as usize]).await.unwrap().status(), 413);
+    assert_eq!(post(SECRET, b"{not json".to_vec()).await.unwrap().status(), 200);
+
+    let ctl = cluster.sim.control();
+    let mut sent: HashMap<i64, Vec<SentFile>> = HashMap::new();
+    let mut originals: Vec<FileSpec> = Vec::new();
     let mut n = 0u64;
-    for user in 1..=10i64 {
-        for j in 0..3u64 {
+    for round in 0..10u64 {
+        for user in 1..=20i64 {
             n += 1;
-            let spec = if user > 6 && j == 0 {
-                // The same content (kind, size, seed) another user sent.
+            // Every ninth file from round 1 on (n = 27, 36, …, 198) repeats
+            // earlier content of another user: 20 repeats in all.
+            let spec = if round > 0 && n.is_multiple_of(9) && originals.len() > 20 {
+                let earlier = &originals[(n as usize * 7) % originals.len()];
+                let other = if earlier.user == user { user % 20 + 1 } else { user };
                 FileSpec {
-                    user,
-                    ..first_specs[&(user - 6)].clone()
+                    user: other,
+                    ..earlier.clone()
                 }
             } else {
-                FileSpec::new(kinds[(n % 5) as usize], user, 1024 + (n * 97_531) % (3 << 20), n)
+                let size = match n % 20 {
+                    // Ten big files: 20–50 MiB.
+                    0 => 20 * MIB + (n * 1_234_567) % (30 * MIB),
+                    // Thirty medium ones: 1–5 MiB.
+                    5 | 10 | 15 => MIB + (n * 97_531) % (4 * MIB),
+                    // The rest: 1 KiB – 512 KiB.
+                    _ => 1024 + (n * 7_919) % (511 * 1024),
+                };
+                let s = FileSpec::new(KINDS[(n % 5) as usize], user, size, n);
+                originals.push(s.clone());
+                s
             };
-            if j == 0 {
-                first_specs.insert(user, spec.clone());
-            }
-            sent.entry(user)
-                .or_default()
-                .push(sim.control().send_file(spec).await.unwrap());
+            let f = ctl.send_file(spec.clone()).await.unwrap();
+            sent.entry(spec.user).or_default().push(f);
         }
     }
+    let total: usize = sent.values().map(Vec::len).sum();
+    assert_eq!(total, 200);
+    assert_eq!(originals.len(), 180, "20 of the 200 are repeats");
 
-    let ctl = sim.control();
-    let mut all_links = Vec::new();
-    for (user, files) in &sent {
-        let log = ctl
-            .wait_for(*user, Duration::from_secs(120), |l| links(l).len() >= files.len())
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", procs.iter().map(|p| p.log_text()).collect::<String>()));
-        let l = links(&log);
-        assert_eq!(
-            l.len(),
-            files.len(),
-            "exactly one link per file for user {user}: {log:#?}"
-        );
-        assert_eq!(log.visible().count(), files.len(), "no other message for user {user}");
-        all_links.push((*user, l));
-    }
-
-    // Every link downloads byte-identical.
-    let mut by_user_hashes: HashMap<i64, HashSet<String>> = HashMap::new();
-    for (user, urls) in &all_links {
-        for url in urls {
-            let resp = client.get(url).send().await.unwrap();
-            assert_eq!(resp.status(), 200, "{url}");
-            let body = resp.bytes().await.unwrap();
-            by_user_hashes
-                .entry(*user)
-                .or_default()
-                .insert(hex::encode(Sha256::digest(&body)));
-        }
-    }
-    for (user, files) in &sent {
-        let want: HashSet<String> = files.iter().map(|f| f.sha256.clone()).collect();
-        assert_eq!(by_user_hashes[user], want, "user {user} downloads what they sent");
-    }
-
-    // Usage is exact; repeats share one blob.
-    let catalog = PgCatalog::connect(&database_url).await.unwrap();
-    for (user, files) in &sent {
-        let u = catalog.usage(UserId(*user)).await.unwrap();
-        assert_eq!(u.files, files.len() as u64);
-        assert_eq!(u.bytes, files.iter().map(|f| f.size).sum::<u64>());
-    }
+    let all_links = cluster.wait_for_links(&sent, Duration::from_secs(600)).await;
+    assert_downloads_identical(&all_links, &sent).await;
+    cluster.assert_catalog_exact(&sent).await;
     let uniques: HashSet<&str> = sent.values().flatten().map(|f| f.file_unique_id.as_str()).collect();
-    let mut keys = HashSet::new();
-    for u in &uniques {
-        keys.insert(catalog.blob(u).await.unwrap().expect("blob").object_key);
-    }
-    assert_eq!(keys.len(), uniques.len());
-    assert_eq!(uniques.len(), 30 - 4, "the four repeats are stored once");
+    assert_eq!(uniques.len(), 180, "repeats are stored once");
 
-    for p in procs.iter_mut().chain([&mut ingress, &mut links_proc]) {
-        let status = p.terminate(Duration::from_secs(60)).await;
-        assert!(status.success(), "{status}\n{}", p.log_text());
-        assert!(!p.log_text().contains(sim.token()), "token leaked into a log");
+    // The garbage update became no job and no message.
+    let catalog = cluster.catalog().await;
+    for user in 1..=20 {
+        let log = ctl.messages(user).await.unwrap();
+        assert_eq!(log.visible().count(), sent[&user].len());
     }
+    assert!(catalog.job_by_update(UpdateId(1)).await.unwrap().is_none());
+    cluster.stop().await;
+}
+
+/// NATS stops for a while under load: the ingress answers 503, tg-sim
+/// keeps retrying, and once NATS is back every update is processed
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_outage_under_load_loses_and_repeats_nothing() {
+    let mut nats = NatsServer::start().await;
+    let cluster = Cluster::start(Setup {
+        workers: 2,
+        local_mode: false,
+        nats_url: nats.url(),
+        store: Store::Folder,
+        env: vec![("TELEDROP_PUBLISH_TIMEOUT", "1s".into())],
+    })
+    .await;
+    let ctl = cluster.sim.control();
+    let mut sent: HashMap<i64, Vec<SentFile>> = HashMap::new();
+    let mut send = async |n: u64| {
+        let user = (n % 6 + 1) as i64;
+        let spec = FileSpec::new(KINDS[(n % 5) as usize], user, 2048 + n * 4099, 1000 + n);
+        let f = ctl.send_file(spec).await.unwrap();
+        sent.entry(user).or_default().push(f);
+    };
+    // Load before, during and after the outage; NATS dies while the first
+    // wave is still being pushed and processed.
+    for n in 0..20 {
+        send(n).await;
+    }
+    nats.stop().await;
+    for n in 20..40 {
+        send(n).await;
+    }
+    // The ingress refused while NATS was away (Telegram retries a 503).
+    let refused = || async {
+        ctl.webhook_deliveries()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|a| a.status == Some(503))
+            .count()
+    };
+    let until = std::time::Instant::now() + START;
+    while refused().await == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no 503 during the outage\n{}",
+            cluster.logs()
+        );
+        // Polling the simulator's record of pushes, bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nats.restart().await;
+    for n in 40..60 {
+        send(n).await;
+    }
+
+    cluster.wait_for_links(&sent, Duration::from_secs(300)).await;
+    cluster.assert_catalog_exact(&sent).await;
+    // Each update is one job, stored once.
+    let catalog = cluster.catalog().await;
+    let pushes = ctl.webhook_deliveries().await.unwrap();
+    let updates: HashSet<i64> = pushes.iter().map(|a| a.update_id).collect();
+    assert_eq!(updates.len(), 60, "every update was pushed");
+    for id in &updates {
+        let job = catalog.job_by_update(UpdateId(*id)).await.unwrap().expect("job");
+        assert_eq!(job.state, JobState::Stored, "update {id}");
+    }
+    // Every update was finally accepted exactly when the ingress said 200.
+    let accepted: HashSet<i64> = pushes
+        .iter()
+        .filter(|a| a.status == Some(200))
+        .map(|a| a.update_id)
+        .collect();
+    assert_eq!(accepted, updates);
+    cluster.stop().await;
+    drop(nats);
 }

@@ -183,6 +183,25 @@ async fn files_become_links_that_download_byte_identical() {
     assert_eq!(usage.files, 3);
     assert_eq!(usage.bytes, doc.size + photo.size + audio.size);
 
+    // One `/metrics` for the link server and the worker, counting exactly
+    // the above: three uploads, five downloads (one of them ranged).
+    let metrics = reqwest::get(format!("{}/metrics", h.public_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served = doc.size + photo.size + audio.size + doc.size + 1000;
+    for line in [
+        "teledrop_worker_jobs_total{outcome=\"stored\",error=\"\"} 3".to_owned(),
+        format!("teledrop_worker_stored_bytes_total {}", usage.bytes),
+        "teledrop_links_download_responses_total{code=\"200\"} 4".to_owned(),
+        "teledrop_links_download_responses_total{code=\"206\"} 1".to_owned(),
+        format!("teledrop_links_served_bytes_total {served}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+
     let status = proc.terminate(Duration::from_secs(30)).await;
     assert!(
         status.success(),

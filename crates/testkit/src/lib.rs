@@ -5,6 +5,7 @@
 //! addresses; each test then takes an isolated database or bucket of its
 //! own from them, so tests run in parallel without seeing each other.
 
+pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -27,6 +27,50 @@ impl S3Bucket {
             ("AWS_ALLOW_HTTP", "true".into()),
         ]
     }
+
+    /// `GET /{bucket}?uploads`, unsigned (moto accepts it): the keys of
+    /// the in-progress multipart uploads, looked at behind the product's
+    /// back.
+    pub async fn in_progress_multipart_uploads(&self) -> Vec<String> {
+        let body = self.get_xml("uploads", "<ListMultipartUploadsResult").await;
+        elements(&body, "Upload", "Key")
+    }
+
+    /// `GET /{bucket}?list-type=2`, unsigned: the key and size of every
+    /// object (up to the first 1000).
+    pub async fn objects(&self) -> Vec<(String, u64)> {
+        let body = self.get_xml("list-type=2", "<ListBucketResult").await;
+        let keys = elements(&body, "Contents", "Key");
+        let sizes = elements(&body, "Contents", "Size");
+        keys.into_iter()
+            .zip(sizes)
+            .map(|(k, s)| (k, s.parse().expect("an object size")))
+            .collect()
+    }
+
+    async fn get_xml(&self, query: &str, root: &str) -> String {
+        let url = format!("{}/{}?{query}", self.endpoint.trim_end_matches('/'), self.bucket);
+        let resp = reqwest::get(&url).await.unwrap();
+        assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(root), "unexpected answer to {url}: {body}");
+        body
+    }
+}
+
+/// The text of `<field>` in each `<entry>` of an S3 listing (keys here are
+/// plain, so no XML unescaping is needed).
+fn elements(body: &str, entry: &str, field: &str) -> Vec<String> {
+    let (open, close) = (format!("<{field}>"), format!("</{field}>"));
+    body.split(&format!("<{entry}>"))
+        .skip(1)
+        .map(|item| {
+            item.split_once(&open)
+                .and_then(|(_, rest)| rest.split_once(&close))
+                .map(|(text, _)| text.to_owned())
+                .unwrap_or_else(|| format!("<no {field}>"))
+        })
+        .collect()
 }
 
 /// Creates an empty bucket on the server named by `TEST_S3_ENDPOINT`.

@@ -7,7 +7,8 @@
 //! 1. parse the raw update; answer commands and non-file messages;
 //! 2. record a file message as a job (unique `update_id`, so a redelivery
 //!    finds the existing job and a finished job is not redone);
-//! 3. run the job: size checks and `Reject` quotas (from the
+//! 3. run the job: size checks, the per-user rate limit (admissions in
+//!    the catalog, shared by every replica) and `Reject` quotas (from the
 //!    `RetentionPolicy` rows in the catalog) before any download, status
 //!    message, dedup by `file_unique_id`, stream Bot API → object store
 //!    with SHA-256 (a quota's room left caps a stream of unknown size),
@@ -19,11 +20,13 @@
 //! fail the job and tell the user.
 
 mod messages;
+mod metrics;
 mod pipeline;
 mod poll;
 mod serve;
 
-pub use pipeline::{Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, STALE_RUNNING};
+pub use metrics::WorkerMetrics;
+pub use pipeline::{Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, RateLimit, STALE_RUNNING};
 pub use poll::run_poller;
 pub use serve::{Recovery, recover_unfinished, serve};
 

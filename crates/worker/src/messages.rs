@@ -1,5 +1,7 @@
 //! What the bot says. HTML parse mode; every user-provided string escaped.
 
+use crate::pipeline::RateLimit;
+use std::time::Duration;
 use teledrop_core::{ByteSize, ErrorKind, IncomingFile};
 use teledrop_telegram::html_escape;
 
@@ -89,6 +91,39 @@ pub fn over_quota(f: &IncomingFile, why: Option<&str>) -> String {
     )
 }
 
+/// "2 files per minute".
+fn rate(limit: RateLimit) -> String {
+    let files = limit.files().get();
+    let noun = if files == 1 { "file" } else { "files" };
+    match limit.window().as_secs() {
+        60 => format!("{files} {noun} per minute"),
+        3600 => format!("{files} {noun} per hour"),
+        s => format!("{files} {noun} every {s} s"),
+    }
+}
+
+/// Why a file was refused under the rate limit. Stored as the job's error
+/// detail, so that a reply repeated after a restart says the same.
+pub fn rate_limit_detail(limit: RateLimit, retry_after: Duration) -> String {
+    // Rounded up: trying again when told must find a free slot.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    format!(
+        "you can send at most {}. Try this one again in {} s",
+        rate(limit),
+        secs.max(1)
+    )
+}
+
+/// `why` is [`rate_limit_detail`].
+pub fn rate_limited(f: &IncomingFile, why: Option<&str>) -> String {
+    let why = why.unwrap_or("you are sending files faster than this bot allows. Try this one again in a minute");
+    format!(
+        "🐢 Slow down: {}.\n\n{} was not stored.",
+        html_escape(why.trim_end_matches('.')),
+        label(f)
+    )
+}
+
 pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
     let why = match kind {
         ErrorKind::Network | ErrorKind::TelegramUnavailable => "Telegram could not be reached for too long",
@@ -99,4 +134,42 @@ pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
         _ => "something went wrong on our side",
     };
     format!("❌ Could not store {}: {why}. Please send it again later.", label(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use teledrop_core::{ChatId, MediaKind, MessageId, UserId};
+
+    #[test]
+    fn a_rate_limit_reply_names_the_limit_and_when_to_send_again() {
+        let f = IncomingFile {
+            user_id: UserId(1),
+            chat_id: ChatId(1),
+            message_id: MessageId(1),
+            kind: MediaKind::Document,
+            telegram_file_id: "f".into(),
+            file_unique_id: "u".into(),
+            size: Some(2048),
+            file_name: "<a>.bin".into(),
+            mime_type: "application/octet-stream".into(),
+        };
+        let ten = RateLimit::per_minute(10).unwrap();
+        let why = rate_limit_detail(ten, Duration::from_millis(41_200));
+        assert_eq!(
+            why,
+            "you can send at most 10 files per minute. Try this one again in 42 s"
+        );
+        assert_eq!(
+            rate_limited(&f, Some(&why)),
+            "🐢 Slow down: you can send at most 10 files per minute. Try this one again in 42 s.\n\n\
+             <b>&lt;a&gt;.bin</b> (2.0 KiB) was not stored."
+        );
+        let one = RateLimit::new(1, Duration::from_secs(90)).unwrap();
+        assert_eq!(
+            rate_limit_detail(one, Duration::from_millis(1)),
+            "you can send at most 1 file every 90 s. Try this one again in 1 s"
+        );
+        assert!(rate_limited(&f, None).contains("Slow down"));
+    }
 }

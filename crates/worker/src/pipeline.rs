@@ -1,11 +1,13 @@
 use crate::messages;
+use crate::metrics::WorkerMetrics;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use teledrop_bus::Envelope;
-use teledrop_catalog::{Accepted, Catalog, CatalogError, StoredBlob, Transition};
+use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, StoredBlob, Transition};
 use teledrop_core::{
     ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
 };
@@ -13,7 +15,7 @@ use teledrop_retention::{Incoming, Policy, QuotaVerdict, SweepError, Sweeper};
 use teledrop_storage::{Storage, StorageError};
 use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use url::Url;
 
 #[derive(Debug, Clone)]
@@ -27,6 +29,39 @@ pub struct PipelineConfig {
     pub progress_interval: Duration,
     /// A job that entered `running` this often is failed for good.
     pub max_attempts: u32,
+    /// Files each user may send, over all replicas; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-user limit on the files taken in: at most `files` in any
+/// `window`, counted in the catalog so that it holds across every replica
+/// that shares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    files: NonZeroU32,
+    window: Duration,
+}
+
+impl RateLimit {
+    /// `files` per minute; `None` for zero (no limit).
+    pub fn per_minute(files: u32) -> Option<Self> {
+        Self::new(files, Duration::from_secs(60))
+    }
+
+    /// `files` in any `window`; `None` for zero files or a window under a
+    /// second (what the replies can name).
+    pub fn new(files: u32, window: Duration) -> Option<Self> {
+        let files = NonZeroU32::new(files)?;
+        (window >= Duration::from_secs(1)).then_some(Self { files, window })
+    }
+
+    pub fn files(&self) -> NonZeroU32 {
+        self.files
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
 }
 
 /// What [`Pipeline::accept`] made of an update.
@@ -69,6 +104,7 @@ pub struct Pipeline {
     policy_ttl: Duration,
     /// The policies in force and when they were read.
     policies: Mutex<Option<(Instant, Arc<[Policy]>)>>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// The byte limit of one download, and whether a quota (not the bot's
@@ -174,6 +210,7 @@ impl Pipeline {
             config,
             policy_ttl: POLICY_TTL,
             policies: Mutex::new(None),
+            metrics: Arc::default(),
         }
     }
 
@@ -186,6 +223,11 @@ impl Pipeline {
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
+    }
+
+    /// What this pipeline did, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<WorkerMetrics> {
+        &self.metrics
     }
 
     fn link_url(&self, token: &str) -> String {
@@ -248,6 +290,7 @@ impl Pipeline {
     /// Records a file update as a job (or answers a non-file update) and
     /// returns the job to run. The long poller calls this before it
     /// confirms an update to Telegram.
+    #[tracing::instrument(name = "accept", skip_all, fields(update_id = update.id.0))]
     pub async fn accept(&self, update: &Update) -> Result<Intake, StepErrorPublic> {
         let update_id = teledrop_core::UpdateId(i64::from(update.id.0));
         match parse_update(update) {
@@ -308,6 +351,7 @@ impl Pipeline {
         self.run(id, false).await
     }
 
+    #[tracing::instrument(name = "job", skip_all, fields(job = %id))]
     async fn run(&self, id: JobId, take_over: bool) -> Outcome {
         let job = match self.catalog.job(id).await {
             Ok(Some(j)) => j,
@@ -331,6 +375,7 @@ impl Pipeline {
             Ok(None) => return Outcome::Retry(Duration::from_secs(30)),
             Err(e) => return self.retry_later(&e.into(), 1),
         };
+        let _running = self.metrics.running();
         let attempt = job.attempts;
         if attempt > self.config.max_attempts {
             let note = format!("gave up after {} attempts", self.config.max_attempts);
@@ -340,6 +385,7 @@ impl Pipeline {
             Ok(stored) => self.reply_outcome(&stored).await,
             Err(e) if e.kind.is_retryable() && attempt < self.config.max_attempts => {
                 warn!(job = %job.id, attempt, kind = %e.kind, error = %e.detail, "job will be retried");
+                self.metrics.retried(e.kind);
                 let note = format!("attempt {attempt}: {}", e.detail);
                 match self.catalog.transition(job.id, Transition::retry(e.kind, note)).await {
                     Ok(_) => self.retry_later(&e.into(), attempt),
@@ -381,6 +427,7 @@ impl Pipeline {
             .await
         {
             Ok(mut failed) => {
+                self.metrics.failed(kind);
                 failed.status_message_id = failed.status_message_id.or(job.status_message_id);
                 self.reply_outcome(&failed).await
             }
@@ -395,6 +442,7 @@ impl Pipeline {
     ///
     /// `Retry` when Telegram could not take the reply now: the redelivery
     /// (or recovery) finds the job final but unreplied and replies then.
+    #[tracing::instrument(name = "reply", skip_all, fields(job = %job.id, state = %job.state))]
     pub async fn reply_outcome(&self, job: &JobRecord) -> Outcome {
         let text = match self.outcome_text(job).await {
             Ok(Some(t)) => t,
@@ -466,6 +514,7 @@ impl Pipeline {
                 }
                 ErrorKind::TooBig => messages::over_limit(f, self.config.max_file_size),
                 ErrorKind::OverQuota => messages::over_quota(f, job.error_detail.as_deref()),
+                ErrorKind::RateLimited => messages::rate_limited(f, job.error_detail.as_deref()),
                 k => messages::failed(f, k),
             }),
             JobState::Pending | JobState::Running => None,
@@ -475,6 +524,9 @@ impl Pipeline {
     /// Stores the job's file and commits it; returns the stored job.
     async fn ingest(&self, job: &JobRecord) -> Result<JobRecord, StepError> {
         let f = &job.incoming;
+        if job.attempts > 1 {
+            self.abort_earlier_uploads(job).await;
+        }
         // Size checks first: nothing is downloaded for a file we refuse.
         if let Some(size) = f.size
             && (size > self.config.max_file_size.bytes()
@@ -486,8 +538,10 @@ impl Pipeline {
                 retry_after: None,
             });
         }
-        // Quotas next, also before anything is downloaded (a deduplicated
-        // file adds a file row and usage just the same).
+        // The rate limit and quotas next, also before anything is
+        // downloaded or said: a deduplicated file counts just the same (the
+        // user sent it; it adds a file row and usage).
+        self.admit(job).await?;
         let room = self.quota_room(f, f.size).await?;
         let status = match job.status_message_id {
             Some(m) => Some(m),
@@ -527,7 +581,14 @@ impl Pipeline {
             self.catalog.forget_blob(&f.file_unique_id, &blob.object_key).await?;
         }
 
-        let remote = self.telegram.resolve(&f.telegram_file_id).await?;
+        // getFile and the opening of the byte stream; the bytes themselves
+        // flow during the upload, which pulls them.
+        let download = tracing::info_span!("download", size = tracing::field::Empty);
+        let remote = self
+            .telegram
+            .resolve(&f.telegram_file_id)
+            .instrument(download.clone())
+            .await?;
         let expected = remote.size.or(f.size);
         if let Some(size) = expected
             && size > self.config.max_file_size.bytes()
@@ -545,8 +606,11 @@ impl Pipeline {
         // A quota reserves at most the room left: a stream of unknown size
         // is cut off there.
         let limit = ByteLimit::new(self.config.max_file_size.bytes(), room);
-        let source = self.telegram.open(&remote).await?;
-        let key = ObjectKey::for_new_blob();
+        if let Some(size) = expected {
+            download.record("size", size);
+        }
+        let source = self.telegram.open(&remote).instrument(download).await?;
+        let key = ObjectKey::for_job_upload(job.id);
         let counter = Arc::new(AtomicU64::new(0));
         let progress = self.spawn_progress(&job, counter.clone(), expected);
         let counted = source.map({
@@ -558,7 +622,15 @@ impl Pipeline {
                 chunk
             }
         });
-        let put = self.storage.put_stream(&key, counted, expected, limit.bytes).await;
+        let upload = tracing::info_span!("upload", key = %key, bytes = tracing::field::Empty);
+        let put = self
+            .storage
+            .put_stream(&key, counted, expected, limit.bytes)
+            .instrument(upload.clone())
+            .await;
+        if let Ok(put) = &put {
+            upload.record("bytes", put.size);
+        }
         // No progress edit may land after the final reply.
         progress.stop().await;
         let outcome = match (put, limit.quota_room) {
@@ -571,6 +643,46 @@ impl Pipeline {
             sha256: outcome.sha256,
         };
         self.commit(&job, stored, true).await
+    }
+
+    /// Takes a slot for the job under its owner's rate limit. A job that
+    /// holds one already (a retry, a redelivery) keeps it.
+    async fn admit(&self, job: &JobRecord) -> Result<(), StepError> {
+        let Some(limit) = self.config.rate_limit else {
+            return Ok(());
+        };
+        match self
+            .catalog
+            .admit(job.id, limit.files, limit.window, chrono::Utc::now())
+            .await?
+        {
+            Admission::Admitted => Ok(()),
+            Admission::Limited { retry_after } => {
+                info!(job = %job.id, user = job.incoming.user_id.0, "rate limit reached");
+                Err(StepError {
+                    kind: ErrorKind::RateLimited,
+                    detail: messages::rate_limit_detail(limit, retry_after),
+                    retry_after: None,
+                })
+            }
+        }
+    }
+
+    /// An earlier attempt that died mid-upload (killed, its node lost) could
+    /// not abort its multipart upload, and the store keeps its parts, and
+    /// bills for them, until someone does. Its keys share the job's
+    /// prefix, and this attempt has not started its own upload yet. Best
+    /// effort: orphan collection aborts what is left after its grace period.
+    async fn abort_earlier_uploads(&self, job: &JobRecord) {
+        match self
+            .storage
+            .abort_unfinished_uploads(&ObjectKey::job_upload_prefix(job.id))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(job = %job.id, uploads = n, "aborted uploads an earlier attempt left behind"),
+            Err(e) => warn!(job = %job.id, error = %e, "could not abort an earlier attempt's uploads"),
+        }
     }
 
     /// The policies in force, read from the catalog at most once per
@@ -651,6 +763,7 @@ impl Pipeline {
 
     /// Commits a stored blob. `fresh` says the object was uploaded by this
     /// attempt (not a shared blob being reused).
+    #[tracing::instrument(name = "commit", skip_all, fields(job = %job.id, fresh))]
     async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<JobRecord, StepError> {
         let uploaded = stored.object_key.clone();
         let committed = match self.catalog.commit_stored(job.id, stored, NewLink::unlimited()).await {
@@ -674,6 +787,9 @@ impl Pipeline {
             warn!(error = %e, "could not delete a redundant upload; orphan collection will");
         }
         info!(job = %job.id, file = %committed.file.id, size = committed.file.size, "file stored");
+        // A blob someone else committed first makes this a deduplication.
+        let uploaded = fresh && committed.redundant_object.is_none();
+        self.metrics.stored(uploaded.then_some(committed.file.size));
         let mut stored = committed.job;
         // The status message may have been sent during this attempt.
         stored.status_message_id = stored.status_message_id.or(job.status_message_id);

@@ -53,10 +53,7 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
                         backoff.reset();
                         // The job is recorded: even if the bus refuses, recovery
                         // at the next start runs it.
-                        let publish = bus.publish(Envelope {
-                            update_id,
-                            body: body.into(),
-                        });
+                        let publish = bus.publish(Envelope::new(update_id, body));
                         tokio::select! {
                             // Recorded but not published: recovery runs it at the next start.
                             _ = shutdown.cancelled() => { offset = Some(update_id + 1); break 'poll; }

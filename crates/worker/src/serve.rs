@@ -10,11 +10,11 @@ use teledrop_core::{JobId, JobRecord, JobState};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
-/// How often a delivery in progress is confirmed to the bus; well below
-/// JetStream's `ack_wait` (60 s by default).
-const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often a delivery in progress is confirmed to a bus that does not
+/// say ([`Bus::keepalive_interval`]).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Pulls deliveries and runs them, at most `concurrency` at once, until
 /// `shutdown`. Then stops pulling and gives in-flight work until `drain`
@@ -27,6 +27,10 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    let heartbeat = bus
+        .keepalive_interval()
+        .unwrap_or(DEFAULT_HEARTBEAT)
+        .max(Duration::from_millis(100));
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     loop {
@@ -51,14 +55,25 @@ pub async fn serve(
         };
         let pipeline = pipeline.clone();
         let last_attempt = bus.max_attempts();
-        tasks.spawn(async move {
+        // The delivery's span continues the publisher's trace, so the job's
+        // spans join the webhook request's.
+        let span = tracing::info_span!(
+            "delivery",
+            update_id = delivery.envelope.update_id,
+            attempt = delivery.attempt,
+            otel.kind = "consumer",
+        );
+        if let Some(trace) = &delivery.envelope.trace {
+            teledrop_otel::continue_trace(&span, trace);
+        }
+        let task = async move {
             let _permit = permit;
             let update_id = delivery.envelope.update_id;
             // Tell the bus we are alive while a long transfer runs, so it
             // redelivers only if this process dies.
             let work = pipeline.handle_delivery(&delivery.envelope, delivery.attempt);
             tokio::pin!(work);
-            let mut beat = tokio::time::interval(HEARTBEAT);
+            let mut beat = tokio::time::interval(heartbeat);
             beat.tick().await;
             let mut outcome = loop {
                 tokio::select! {
@@ -79,10 +94,12 @@ pub async fn serve(
                 Outcome::Retry(d) => delivery.settle.nak(d).await,
                 Outcome::Drop => delivery.settle.term().await,
             };
+            pipeline.metrics().settled(outcome);
             if let Err(e) = settled {
                 warn!(update_id, error = %e, "could not settle a delivery; it will be redelivered");
             }
-        });
+        };
+        tasks.spawn(task.instrument(span));
         // Reap finished tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, Envelope, MemoryBus};
-use teledrop_catalog::{Catalog, SqliteCatalog, StoredBlob, Transition};
+use teledrop_catalog::{Catalog, PgCatalog, SqliteCatalog, StoredBlob, Transition};
 use teledrop_core::{
     BotToken, ByteSize, ChatId, ErrorKind, IncomingFile, JobState, MediaKind, MessageId, NewLink, ObjectKey, UpdateId,
     UserId,
 };
 use teledrop_storage::Storage;
 use teledrop_telegram::{Telegram, TelegramConfig};
-use teledrop_worker::{Outcome, Pipeline, PipelineConfig};
+use teledrop_worker::{Outcome, Pipeline, PipelineConfig, RateLimit};
 use tg_sim::{Faults, FileSpec, Force429, Sim, SimConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,21 @@ async fn rig(max_attempts: u32) -> Rig {
 /// removes `file_size` from `getFile` answers: files whose size is known
 /// only once downloaded.
 async fn rig_via(max_attempts: u32, hide_sizes: bool) -> Rig {
+    rig_with(max_attempts, hide_sizes, None).await
+}
+
+fn pipeline_config(max_attempts: u32, rate_limit: Option<RateLimit>) -> PipelineConfig {
+    PipelineConfig {
+        public_url: "https://files.example.com".parse().unwrap(),
+        max_file_size: ByteSize::from_bytes(2000 << 20),
+        allowed_users: vec![],
+        progress_interval: Duration::from_secs(60),
+        max_attempts,
+        rate_limit,
+    }
+}
+
+async fn rig_with(max_attempts: u32, hide_sizes: bool, rate_limit: Option<RateLimit>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
@@ -56,13 +71,7 @@ async fn rig_via(max_attempts: u32, hide_sizes: bool) -> Rig {
             catalog.clone(),
             storage.clone(),
             telegram,
-            PipelineConfig {
-                public_url: "https://files.example.com".parse().unwrap(),
-                max_file_size: ByteSize::from_bytes(2000 << 20),
-                allowed_users: vec![],
-                progress_interval: Duration::from_secs(60),
-                max_attempts,
-            },
+            pipeline_config(max_attempts, rate_limit),
         )
         .with_policy_ttl(Duration::ZERO),
     );
@@ -86,10 +95,7 @@ async fn update_body(rig: &Rig, update_id: i64) -> Envelope {
     let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     let u = &v["result"][0];
     assert_eq!(u["update_id"].as_i64(), Some(update_id), "{v}");
-    Envelope {
-        update_id,
-        body: serde_json::to_vec(u).unwrap().into(),
-    }
+    Envelope::new(update_id, serde_json::to_vec(u).unwrap())
 }
 
 fn links(log: &tg_sim::ChatLog) -> Vec<String> {
@@ -727,4 +733,262 @@ async fn a_download_of_unknown_size_is_cut_off_at_the_room_left_in_the_quota() {
     let job = rig.catalog.job_by_update(UpdateId(update_id)).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Stored, "{job:#?}");
     assert_eq!(rig.catalog.usage(UserId(25)).await.unwrap().bytes, 10096);
+}
+
+// ---- rate limit ------------------------------------------------------------
+
+/// `files` per hour: a window no slow machine can see pass mid-test, so
+/// no slot frees up while a test counts them.
+fn per_hour(files: u32) -> RateLimit {
+    RateLimit::new(files, Duration::from_secs(3600)).unwrap()
+}
+
+fn assert_rate_limited(job: &teledrop_core::JobRecord) {
+    assert_eq!(
+        (job.state, job.error_kind, job.file_id, job.attempts),
+        (JobState::Failed, Some(ErrorKind::RateLimited), None, 1),
+        "refused at once, not retried: {job:#?}"
+    );
+    assert!(job.replied_at.is_some(), "the user was told");
+}
+
+fn slowed_down(log: &tg_sim::ChatLog) -> Vec<String> {
+    log.visible()
+        .filter(|m| m.text.contains("Slow down"))
+        .map(|m| m.text.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn files_past_the_rate_limit_are_refused_with_a_reply_and_others_are_not() {
+    let rig = rig_with(3, false, Some(per_hour(2))).await;
+    let ctl = rig.sim.control();
+    let user = 40;
+    for seed in 0..2 {
+        let (_, job) = ingest(&rig, FileSpec::document(user, 1000, 80 + seed)).await;
+        assert_eq!(job.state, JobState::Stored, "{job:#?}");
+    }
+    // getFile would answer 429 once: a count left untouched shows nothing
+    // was asked of Telegram for the refused file.
+    let no_get_file = Faults {
+        force_429: Some(Force429 {
+            method: Some("getFile".into()),
+            retry_after: 1,
+            count: 1,
+        }),
+        ..Faults::default()
+    };
+    ctl.set_faults(no_get_file.clone()).await.unwrap();
+    let (_, third) = ingest(&rig, FileSpec::document(user, 1000, 82).named("third.bin")).await;
+    assert_rate_limited(&third);
+    let log = ctl.wait_for(user, WAIT, |l| !slowed_down(l).is_empty()).await.unwrap();
+    let reply = &slowed_down(&log)[0];
+    assert!(
+        reply.contains("Slow down: you can send at most 2 files per hour. Try this one again in"),
+        "{reply}"
+    );
+    assert!(reply.contains("third.bin"), "{reply}");
+    assert_eq!(links(&log).len(), 2, "no link for the refused file");
+    assert_eq!(
+        log.visible().count(),
+        3,
+        "one reply per file, no status message: {log:#?}"
+    );
+    assert_eq!(ctl.faults().await.unwrap().force_429, no_get_file.force_429);
+    ctl.set_faults(Faults::default()).await.unwrap();
+
+    // A file already stored would need no download, but the user sent it:
+    // it counts just the same.
+    let (_, dup) = ingest(&rig, FileSpec::document(user, 1000, 80).named("again.bin")).await;
+    assert_rate_limited(&dup);
+    ctl.wait_for(user, WAIT, |l| slowed_down(l).len() == 2).await.unwrap();
+    assert_eq!(objects(&rig).await, 2);
+    assert_eq!(rig.catalog.usage(UserId(user)).await.unwrap().files, 2);
+
+    // Someone else is not held back, even with that very file.
+    let (_, other) = ingest(&rig, FileSpec::document(41, 1000, 82).named("third.bin")).await;
+    assert_eq!(other.state, JobState::Stored, "{other:#?}");
+    let log = ctl.wait_for(41, WAIT, |l| links(l).len() == 1).await.unwrap();
+    assert!(slowed_down(&log).is_empty());
+
+    // A command is never limited.
+    let before = ctl.messages(user).await.unwrap().visible().count();
+    let update_id = ctl.send_text(user, "/help").await.unwrap().update_id;
+    ingest_update(&rig, update_id).await;
+    ctl.wait_for(user, WAIT, |l| l.visible().count() == before + 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_admitted_job_that_comes_back_keeps_its_slot() {
+    let rig = rig_with(3, false, Some(per_hour(2))).await;
+    let ctl = rig.sim.control();
+    let user = 42;
+    ctl.set_faults(Faults {
+        force_429: Some(Force429 {
+            method: Some("getFile".into()),
+            retry_after: 1,
+            count: 1,
+        }),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    // Admitted, then Telegram asks for a retry.
+    let first = ctl
+        .send_file(FileSpec::document(user, 1000, 90).named("first.bin"))
+        .await
+        .unwrap();
+    let env = update_body(&rig, first.update_id).await;
+    assert_eq!(rig.pipeline.handle(&env).await, Outcome::Retry(Duration::from_secs(1)));
+    let (_, second) = ingest(&rig, FileSpec::document(user, 1000, 91)).await;
+    assert_eq!(second.state, JobState::Stored, "{second:#?}");
+    // The limit is reached, but the redelivery holds a slot already.
+    assert_eq!(rig.pipeline.handle(&env).await, Outcome::Done);
+    let job = rig
+        .catalog
+        .job_by_update(UpdateId(first.update_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Stored, 2), "{job:#?}");
+    // And it took no other: the next file is the one refused.
+    let (_, third) = ingest(&rig, FileSpec::document(user, 1000, 92)).await;
+    assert_rate_limited(&third);
+    let log = ctl
+        .wait_for(user, WAIT, |l| links(l).len() == 2 && slowed_down(l).len() == 1)
+        .await
+        .unwrap();
+    assert!(
+        log.visible()
+            .any(|m| m.text.contains("first.bin") && m.text.contains("/download/"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
+    const LIMIT: u32 = 3;
+    const FILES: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = teledrop_testkit::postgres::fresh_database().await;
+    let storage = Storage::from_url(&dir.path().join("objects").display().to_string()).unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        // A pool of its own per replica, as separate processes have.
+        let catalog: Arc<dyn Catalog> = Arc::new(PgCatalog::connect(&url).await.unwrap());
+        catalog.migrate().await.unwrap();
+        let token: BotToken = sim.token().parse().unwrap();
+        let telegram = Telegram::new(TelegramConfig::new(token, sim.base_url(), false)).unwrap();
+        replicas.push(Arc::new(
+            Pipeline::new(
+                catalog,
+                storage.clone(),
+                telegram,
+                pipeline_config(3, Some(per_hour(LIMIT))),
+            )
+            .with_policy_ttl(Duration::ZERO),
+        ));
+    }
+    let rig = Rig {
+        catalog: replicas[0].catalog().clone(),
+        pipeline: replicas[0].clone(),
+        sim,
+        storage,
+        _dir: dir,
+    };
+    let ctl = rig.sim.control();
+    let user = 43;
+    let mut envelopes = Vec::new();
+    for seed in 0..FILES {
+        let sent = ctl
+            .send_file(FileSpec::document(user, 1000, 100 + seed as u64))
+            .await
+            .unwrap();
+        envelopes.push(update_body(&rig, sent.update_id).await);
+    }
+    // Every file at once, alternating between the replicas.
+    let start = Arc::new(tokio::sync::Barrier::new(FILES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, env) in envelopes.iter().cloned().enumerate() {
+        let pipeline = replicas[i % 2].clone();
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            pipeline.handle(&env).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.unwrap(), Outcome::Done);
+    }
+
+    let mut stored = 0;
+    for env in &envelopes {
+        let job = rig
+            .catalog
+            .job_by_update(UpdateId(env.update_id))
+            .await
+            .unwrap()
+            .unwrap();
+        match job.state {
+            JobState::Stored => stored += 1,
+            _ => assert_rate_limited(&job),
+        }
+    }
+    assert_eq!(stored, LIMIT as usize, "exactly the limit, over both replicas");
+    let log = ctl
+        .wait_for(user, WAIT, |l| {
+            links(l).len() == LIMIT as usize && slowed_down(l).len() == FILES - LIMIT as usize
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.visible().count(), FILES, "{log:#?}");
+    assert_eq!(rig.catalog.usage(UserId(user)).await.unwrap().files, u64::from(LIMIT));
+}
+
+#[tokio::test]
+async fn stored_and_deduplicated_files_are_counted_in_the_metrics() {
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    let metrics = rig.pipeline.metrics().clone();
+    let bus = Arc::new(MemoryBus::new(8));
+    // The same file from two users: one upload, then one link to it.
+    let first = ctl.send_file(FileSpec::document(40, 50_000, 77)).await.unwrap();
+    let again = ctl.send_file(FileSpec::document(41, 50_000, 77)).await.unwrap();
+    assert_eq!(again.file_unique_id, first.file_unique_id);
+    for id in [first.update_id, again.update_id] {
+        bus.publish(update_body(&rig, id).await).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    // One at a time: the second job finds the first one's blob.
+    let worker = tokio::spawn(teledrop_worker::serve(
+        bus.clone() as Arc<dyn Bus>,
+        rig.pipeline.clone(),
+        1,
+        stop.clone(),
+        WAIT,
+    ));
+    ctl.wait_for(41, WAIT, |l| links(l).len() == 1).await.unwrap();
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert_eq!(metrics.jobs_stored(), 1);
+    assert_eq!(metrics.jobs_deduplicated(), 1);
+    assert_eq!(metrics.stored_bytes(), 50_000);
+    assert_eq!(metrics.deliveries("ack"), 2);
+    assert_eq!(metrics.deliveries("retry") + metrics.deliveries("drop"), 0);
+    assert_eq!(metrics.jobs_in_flight(), 0);
+    assert!(ErrorKind::ALL.iter().all(|k| metrics.jobs_failed(*k) == 0));
+    let text = teledrop_metrics::render(&[&*metrics]);
+    for line in [
+        "teledrop_worker_jobs_total{outcome=\"stored\",error=\"\"} 1\n",
+        "teledrop_worker_jobs_total{outcome=\"deduplicated\",error=\"\"} 1\n",
+        "teledrop_worker_stored_bytes_total 50000\n",
+        "teledrop_worker_deliveries_total{outcome=\"ack\"} 2\n",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 }

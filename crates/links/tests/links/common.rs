@@ -91,6 +91,15 @@ impl Catalog for ObservedCatalog {
     async fn job_events(&self, id: JobId) -> Result<Vec<JobEvent>> {
         self.inner.job_events(id).await
     }
+    async fn admit(
+        &self,
+        job: JobId,
+        limit: std::num::NonZeroU32,
+        window: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<teledrop_catalog::Admission> {
+        self.inner.admit(job, limit, window, now).await
+    }
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {
         self.inner.blob(file_unique_id).await
     }

@@ -51,14 +51,19 @@ async fn unknown_tokens_are_404_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn deleted_files_are_410_revoked() {
+async fn deleted_files_are_410_deleted() {
     let env = Env::new().await;
     let c = env.add(b"x").await;
     assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
     env.catalog.delete_file(c.file.id).await.unwrap();
     let r = env.get(&url(&c), &[]).await;
     assert_eq!(r.status, StatusCode::GONE);
-    assert!(r.text().contains("revoked"), "{}", r.text());
+    // Its links were revoked with it; the page gives the real reason.
+    assert!(
+        r.text().contains("The file behind this link was deleted"),
+        "{}",
+        r.text()
+    );
     assert_eq!(r.header("cache-control"), "no-store");
     let r = env.head(&url(&c), &[]).await;
     assert_eq!(r.status, StatusCode::GONE);

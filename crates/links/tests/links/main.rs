@@ -6,6 +6,7 @@ mod conditional;
 mod counting;
 mod gone;
 mod health;
+mod metrics;
 mod ranges;
 mod serving;
 mod tcp;

@@ -1,0 +1,143 @@
+//! Files per second through 1 and 3 `teledrop worker`s, for small files.
+//!
+//!     bash scripts/bench.sh --bench worker_rate
+//!     bash scripts/bench.sh --bench worker_rate -- 600 16384 1 3 6
+//!         # files, bytes per file, then worker counts to try
+//!
+//! Each run: tg-sim pushes `files` documents (from 30 users) through the
+//! real `teledrop ingress` into a fresh JetStream stream while no worker
+//! runs; then the workers start and the clock runs until every user has a
+//! link for every file. Each file is fetched from the simulated Bot API
+//! over HTTP, written to a folder store, committed to Postgres
+//! (`TEST_DATABASE_URL`, as `scripts/bench.sh` provides) and answered by
+//! editing the status message.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use teledrop_testkit::nats::NatsServer;
+use teledrop_testkit::process::{Proc, free_port};
+use tg_sim::{ChatLog, FileSpec, Sim, SimConfig};
+
+const SECRET: &str = "bench_webhook-Secret";
+const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
+const USERS: i64 = 30;
+const START: Duration = Duration::from_secs(60);
+
+fn links(log: &ChatLog) -> usize {
+    log.visible().filter(|m| m.text.contains("/download/")).count()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let files = args.first().copied().unwrap_or(600);
+    let size = args.get(1).copied().unwrap_or(16 * 1024);
+    let mut worker_counts: Vec<u64> = args.iter().skip(2).copied().collect();
+    if worker_counts.is_empty() {
+        worker_counts = vec![1, 3];
+    }
+    let nats = NatsServer::start().await;
+    for workers in worker_counts {
+        run(&nats, files, size, workers as usize).await;
+    }
+}
+
+async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let suffix = teledrop_testkit::unique_suffix();
+    let ingress_port = free_port();
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", teledrop_testkit::postgres::fresh_database().await),
+        ("NATS_URL", nats.url()),
+        ("TELEDROP_NATS_STREAM", format!("BENCH_{suffix}")),
+        ("TELEDROP_NATS_PREFIX", format!("bench{suffix}")),
+        ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
+        ("TELEGRAM_API_URL", sim.base_url().to_string()),
+        ("TELEDROP_PUBLIC_URL", "http://127.0.0.1:9".into()),
+        ("TELEDROP_WEBHOOK_SECRET", SECRET.into()),
+        ("TELEDROP_STORAGE_URL", dir.path().join("objects").display().to_string()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    let one_shot = |args: &'static [&'static str]| {
+        let env = env.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            let mut p = Proc::spawn(args[0], Path::new(BIN), args, &env, &dir);
+            let status = p.terminate_after_exit(START).await;
+            assert!(status.success(), "{args:?}: {status}\n{}", p.log_text());
+        }
+    };
+    one_shot(&["migrate"]).await;
+    let listen = |port: u16| {
+        let mut e = env.clone();
+        e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
+        e
+    };
+    let mut ingress = Proc::spawn(
+        "ingress",
+        Path::new(BIN),
+        &["ingress"],
+        &listen(ingress_port),
+        dir.path(),
+    );
+    ingress
+        .wait_http_ok(&format!("http://127.0.0.1:{ingress_port}/readyz"), START)
+        .await;
+    let url = format!("http://127.0.0.1:{ingress_port}");
+    let mut set = Proc::spawn(
+        "webhook",
+        Path::new(BIN),
+        &["webhook", "set", "--url", &url],
+        &env,
+        dir.path(),
+    );
+    assert!(set.terminate_after_exit(START).await.success(), "{}", set.log_text());
+
+    // Queue every file while no worker runs.
+    let ctl = sim.control();
+    for n in 0..files {
+        let user = (n as i64 % USERS) + 1;
+        ctl.send_file(FileSpec::document(user, size, n)).await.unwrap();
+    }
+    let until = Instant::now() + START;
+    while ctl.status().await.unwrap().pending_updates > 0 {
+        assert!(Instant::now() < until, "updates not accepted\n{}", ingress.log_text());
+        // Polling the simulator's queue, bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let mut procs = Vec::new();
+    for i in 0..workers {
+        let p = Proc::spawn(
+            &format!("worker{i}"),
+            Path::new(BIN),
+            &["worker"],
+            &listen(free_port()),
+            dir.path(),
+        );
+        procs.push(p);
+    }
+    for user in 1..=USERS.min(files as i64) {
+        let want = (files as i64 - user) / USERS + 1;
+        ctl.wait_for(user, Duration::from_secs(600), |l| links(l) as i64 >= want)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", procs.iter().map(Proc::log_text).collect::<String>()));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{workers} worker(s): {files} files of {size} B in {secs:.2} s = {:.1} files/s",
+        files as f64 / secs
+    );
+    for p in procs.iter_mut().chain([&mut ingress]) {
+        p.terminate(START).await;
+    }
+    sim.shutdown().await;
+}
