@@ -209,6 +209,48 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// What a [`Catalog::quota_lock`] holds: every quota counting `user`'s
+/// files, and with `total` also the quotas counting everyone's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLockScope {
+    pub user: UserId,
+    pub total: bool,
+}
+
+/// Held from a quota check until the file it admitted is committed, so
+/// that two files checked at once cannot both take the last room. Call
+/// [`QuotaLock::release`] once the commit is done; a lock dropped without
+/// it is released too (the Postgres transaction holding it rolls back when
+/// its connection returns to the pool).
+#[must_use = "the lock is released when dropped"]
+pub struct QuotaLock(pub(crate) QuotaLockHeld);
+
+pub(crate) enum QuotaLockHeld {
+    /// A transaction holding transaction-scoped advisory locks, and the
+    /// permit that bounds how many connections wait for them.
+    Postgres {
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// SQLite serves one process: a mutex of the catalog's.
+    Sqlite(tokio::sync::OwnedMutexGuard<()>),
+}
+
+impl QuotaLock {
+    pub async fn release(self) -> Result<()> {
+        match self.0 {
+            QuotaLockHeld::Postgres { tx, .. } => Ok(tx.commit().await?),
+            QuotaLockHeld::Sqlite(_) => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for QuotaLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaLock").finish_non_exhaustive()
+    }
+}
+
 /// The answer of [`Catalog::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -290,6 +332,20 @@ pub trait Catalog: Send + Sync + 'static {
     /// user's finished jobs that have left the window are removed in the
     /// same transaction. An unknown job is [`CatalogError::NotFound`].
     async fn admit(&self, job: JobId, limit: NonZeroU32, window: Duration, now: DateTime<Utc>) -> Result<Admission>;
+
+    // ---- quotas ----------------------------------------------------------
+
+    /// Waits until no other holder (in any process sharing this database)
+    /// holds a lock overlapping `scope`, then holds it: a holder that
+    /// checks a quota against [`Catalog::live_totals`] and commits the file
+    /// before [`QuotaLock::release`] sees every file committed under an
+    /// earlier lock, and none is committed under it meanwhile.
+    ///
+    /// Locks of different users overlap only when both take `total`. The
+    /// user is locked before the total, always in that order, so holders
+    /// cannot deadlock. Postgres uses advisory locks; SQLite, which serves
+    /// one process, a mutex of the catalog's.
+    async fn quota_lock(&self, scope: QuotaLockScope) -> Result<QuotaLock>;
 
     // ---- files -----------------------------------------------------------
 

@@ -17,8 +17,8 @@
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result,
-    StoredBlob, Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, QuotaLock,
+    QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,6 +27,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use std::num::NonZeroU32;
 use std::time::Duration;
 use teledrop_core::file::FileState;
@@ -49,9 +51,18 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// the user id. The two-key form never meets sqlx's migration lock (a
 /// one-key lock, which Postgres keeps in a separate key space).
 const RATE_LOCK_SPACE: i32 = 0x7464_726c;
+/// First keys of the quota locks: one user's files (second key a hash of
+/// the user id), everyone's (second key 0).
+const QUOTA_USER_LOCK_SPACE: i32 = 0x7464_7175;
+const QUOTA_TOTAL_LOCK_SPACE: i32 = 0x7464_7174;
+/// Quota locks held or waited for at once by one catalog. Each waiter
+/// holds a connection, and a holder needs more to check and commit: the
+/// bound keeps waiters from taking the whole pool.
+const QUOTA_LOCK_WAITERS: usize = MAX_CONNECTIONS as usize / 4;
 
 pub struct PgCatalog {
     pool: PgPool,
+    quota_waiters: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PgCatalog {
@@ -72,7 +83,10 @@ impl PgCatalog {
             .connect(url)
             .await
             .map_err(CatalogError::Connect)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            quota_waiters: Arc::new(Semaphore::new(QUOTA_LOCK_WAITERS)),
+        })
     }
 
     async fn job_state(conn: &mut PgConnection, id: JobId) -> Result<Option<JobState>> {
@@ -425,6 +439,26 @@ impl Catalog for PgCatalog {
         };
         tx.commit().await?;
         Ok(admission)
+    }
+
+    async fn quota_lock(&self, scope: QuotaLockScope) -> Result<QuotaLock> {
+        let permit = Arc::clone(&self.quota_waiters)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashint8($2))")
+            .bind(QUOTA_USER_LOCK_SPACE)
+            .bind(scope.user.0)
+            .execute(&mut *tx)
+            .await?;
+        if scope.total {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+                .bind(QUOTA_TOTAL_LOCK_SPACE)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(QuotaLock(QuotaLockHeld::Postgres { tx, _permit: permit }))
     }
 
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {

@@ -13,8 +13,8 @@
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, Result,
-    StoredBlob, Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, QuotaLock,
+    QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +44,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteCatalog {
     pool: SqlitePool,
+    /// Every quota lock: one process, few files at once, so one mutex.
+    quota: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteCatalog {
@@ -98,7 +101,10 @@ impl SqliteCatalog {
             .connect_with(options)
             .await
             .map_err(CatalogError::Connect)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            quota: Arc::default(),
+        })
     }
 
     /// A transaction that holds the write lock from its first statement.
@@ -452,6 +458,10 @@ impl Catalog for SqliteCatalog {
         };
         tx.commit().await?;
         Ok(admission)
+    }
+
+    async fn quota_lock(&self, _scope: QuotaLockScope) -> Result<QuotaLock> {
+        Ok(QuotaLock(QuotaLockHeld::Sqlite(Arc::clone(&self.quota).lock_owned().await)))
     }
 
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {

@@ -16,6 +16,7 @@ pub use policy::{
 pub use schedule::{collect_orphans_every, install_file_policies, run_schedule};
 pub use sweep::{
     Incoming, Limit, OrphanReport, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError, SweepReport, Sweeper,
+    quota_lock_scope,
 };
 pub use values::{InvalidValue, MimePattern, PolicyDuration, Quantity};
 

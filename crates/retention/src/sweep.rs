@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use teledrop_catalog::{Catalog, CatalogError, FileCursor, FileFilter, Totals};
+use teledrop_catalog::{Catalog, CatalogError, FileCursor, FileFilter, QuotaLockScope, Totals};
 use teledrop_core::{FileId, FileRecord, ObjectKey, UserId};
 use teledrop_storage::{Storage, StorageError};
 
@@ -359,6 +359,30 @@ impl Sweeper {
         }
         Ok(QuotaVerdict::Allowed { room })
     }
+}
+
+/// The [`Catalog::quota_lock`] a file's commit must hold for the
+/// [`Sweeper::check_quota`] made under it to stay true until the file is
+/// counted: the owner's, with the total when a `Reject` quota over every
+/// user counts the file; `None` when no `Reject` quota counts it.
+pub fn quota_lock_scope(policies: &[Policy], incoming: &Incoming<'_>) -> Option<QuotaLockScope> {
+    let mut scope: Option<QuotaLockScope> = None;
+    for spec in policies.iter().map(|p| &p.spec) {
+        if spec.on_quota_exceeded != OnQuotaExceeded::Reject
+            || (spec.per_user.is_none() && spec.total.is_none())
+            || !spec
+                .selector
+                .matches(incoming.owner, incoming.chat, incoming.mime, incoming.size)
+        {
+            continue;
+        }
+        let s = scope.get_or_insert(QuotaLockScope {
+            user: incoming.owner,
+            total: false,
+        });
+        s.total |= spec.total.is_some();
+    }
+    scope
 }
 
 /// What orphan collection found.

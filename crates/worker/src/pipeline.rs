@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use teledrop_bus::Envelope;
-use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, StoredBlob, Transition};
+use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, QuotaLock, StoredBlob, Transition};
 use teledrop_core::{
     ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
 };
-use teledrop_retention::{Incoming, Policy, QuotaVerdict, SweepError, Sweeper};
+use teledrop_retention::{Incoming, Policy, QuotaVerdict, SweepError, Sweeper, quota_lock_scope};
 use teledrop_storage::{Storage, StorageError};
 use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
 use tokio_util::sync::CancellationToken;
@@ -566,8 +566,7 @@ impl Pipeline {
         // Already stored by anyone: link at once, no download.
         if let Some(blob) = self.catalog.blob(&f.file_unique_id).await? {
             if self.storage.head(&blob.object_key).await?.is_some() {
-                // The size is known now, if it was not before.
-                self.settle_quota(f, blob.size, room).await?;
+                // The commit checks the quotas with the size known now.
                 let stored = StoredBlob {
                     object_key: blob.object_key,
                     size: blob.size,
@@ -643,6 +642,36 @@ impl Pipeline {
             sha256: outcome.sha256,
         };
         self.commit(&job, stored, true).await
+    }
+
+    /// The quota checks made before the download are a forecast: files of
+    /// the same user (or, for a total quota, anyone's) checked at the same
+    /// time all saw the same room. With the file's size known, this takes
+    /// the quota lock, checks again, and returns the lock for the caller to
+    /// hold until the file is committed, so the quotas hold exactly.
+    /// `None` when no `Reject` quota counts the file.
+    async fn lock_quotas(&self, f: &IncomingFile, size: u64) -> Result<Option<QuotaLock>, StepError> {
+        let policies = self.policies().await?;
+        let incoming = Incoming {
+            owner: f.user_id,
+            chat: f.chat_id,
+            mime: &f.mime_type,
+            size: Some(size),
+        };
+        let Some(scope) = quota_lock_scope(&policies, &incoming) else {
+            return Ok(None);
+        };
+        let lock = self.catalog.quota_lock(scope).await?;
+        match self.quotas.check_quota(&policies, &incoming).await? {
+            QuotaVerdict::Allowed { .. } => Ok(Some(lock)),
+            QuotaVerdict::Exceeded(q) => {
+                if let Err(e) = lock.release().await {
+                    warn!(error = %e, "releasing the quota lock failed");
+                }
+                info!(user = f.user_id.0, "quota taken by files committed meanwhile");
+                Err(StepError::over_quota(q.to_string()))
+            }
+        }
     }
 
     /// Takes a slot for the job under its owner's rate limit. A job that
@@ -766,7 +795,25 @@ impl Pipeline {
     #[tracing::instrument(name = "commit", skip_all, fields(job = %job.id, fresh))]
     async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<JobRecord, StepError> {
         let uploaded = stored.object_key.clone();
-        let committed = match self.catalog.commit_stored(job.id, stored, NewLink::unlimited()).await {
+        let quota_lock = match self.lock_quotas(&job.incoming, stored.size).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                // Refused (or not checkable): this attempt's upload is
+                // named by nothing.
+                if fresh && let Err(d) = self.storage.delete(&uploaded).await {
+                    warn!(error = %d, "could not delete a refused upload; orphan collection will");
+                }
+                return Err(e);
+            }
+        };
+        let committed = self.catalog.commit_stored(job.id, stored, NewLink::unlimited()).await;
+        if let Some(lock) = quota_lock
+            && let Err(e) = lock.release().await
+        {
+            // The lock went with its transaction all the same.
+            warn!(error = %e, "releasing the quota lock failed");
+        }
+        let committed = match committed {
             Ok(c) => c,
             Err(e) => {
                 // Delete our upload only when the catalog positively shows

@@ -866,10 +866,9 @@ async fn an_admitted_job_that_comes_back_keeps_its_slot() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
-    const LIMIT: u32 = 3;
-    const FILES: usize = 8;
+/// Two pipelines with pools of their own on one fresh Postgres database
+/// (as two worker replicas), sharing a folder store; `rig` is the first.
+async fn two_replicas_on_postgres(rate_limit: Option<RateLimit>) -> (Rig, Vec<Arc<Pipeline>>) {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
@@ -888,7 +887,7 @@ async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
                 catalog,
                 storage.clone(),
                 telegram,
-                pipeline_config(3, Some(per_hour(LIMIT))),
+                pipeline_config(3, rate_limit),
             )
             .with_policy_ttl(Duration::ZERO),
         ));
@@ -900,21 +899,22 @@ async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
         storage,
         _dir: dir,
     };
+    (rig, replicas)
+}
+
+/// Sends a file per `(user, seed)` and then handles every update at
+/// once, alternating between the replicas; returns the updates' envelopes.
+async fn all_at_once(rig: &Rig, replicas: &[Arc<Pipeline>], files: &[(i64, u64)]) -> Vec<Envelope> {
     let ctl = rig.sim.control();
-    let user = 43;
     let mut envelopes = Vec::new();
-    for seed in 0..FILES {
-        let sent = ctl
-            .send_file(FileSpec::document(user, 1000, 100 + seed as u64))
-            .await
-            .unwrap();
-        envelopes.push(update_body(&rig, sent.update_id).await);
+    for (user, seed) in files {
+        let sent = ctl.send_file(FileSpec::document(*user, 1000, *seed)).await.unwrap();
+        envelopes.push(update_body(rig, sent.update_id).await);
     }
-    // Every file at once, alternating between the replicas.
-    let start = Arc::new(tokio::sync::Barrier::new(FILES));
+    let start = Arc::new(tokio::sync::Barrier::new(envelopes.len()));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, env) in envelopes.iter().cloned().enumerate() {
-        let pipeline = replicas[i % 2].clone();
+        let pipeline = replicas[i % replicas.len()].clone();
         let start = start.clone();
         tasks.spawn(async move {
             start.wait().await;
@@ -924,6 +924,18 @@ async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
     while let Some(done) = tasks.join_next().await {
         assert_eq!(done.unwrap(), Outcome::Done);
     }
+    envelopes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
+    const LIMIT: u32 = 3;
+    const FILES: usize = 8;
+    let (rig, replicas) = two_replicas_on_postgres(Some(per_hour(LIMIT))).await;
+    let ctl = rig.sim.control();
+    let user = 43;
+    let files: Vec<(i64, u64)> = (0..FILES as u64).map(|seed| (user, 100 + seed)).collect();
+    let envelopes = all_at_once(&rig, &replicas, &files).await;
 
     let mut stored = 0;
     for env in &envelopes {
@@ -947,6 +959,69 @@ async fn two_replicas_sharing_one_postgres_catalog_admit_exactly_the_limit() {
         .unwrap();
     assert_eq!(log.visible().count(), FILES, "{log:#?}");
     assert_eq!(rig.catalog.usage(UserId(user)).await.unwrap().files, u64::from(LIMIT));
+}
+
+/// The jobs of `envelopes`: how many were stored; every other one must
+/// have been refused over quota (and told so).
+async fn stored_or_over_quota(rig: &Rig, envelopes: &[Envelope]) -> usize {
+    let mut stored = 0;
+    for env in envelopes {
+        let job = rig
+            .catalog
+            .job_by_update(UpdateId(env.update_id))
+            .await
+            .unwrap()
+            .unwrap();
+        match job.state {
+            JobState::Stored => stored += 1,
+            _ => assert_over_quota(&job),
+        }
+    }
+    stored
+}
+
+/// Files checked against a quota at the same moment all see the same
+/// room before their downloads; the check made again under the quota lock
+/// before each commit keeps the quota exact, over replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_racing_for_the_last_room_in_a_quota_never_exceed_it() {
+    let (rig, replicas) = two_replicas_on_postgres(None).await;
+    policy(
+        &rig,
+        "default/per-user",
+        serde_json::json!({"perUser": {"maxFiles": 3}, "onQuotaExceeded": "Reject"}),
+    )
+    .await;
+    let user = 44;
+    let files: Vec<(i64, u64)> = (0..8).map(|seed| (user, 200 + seed)).collect();
+    let envelopes = all_at_once(&rig, &replicas, &files).await;
+    assert_eq!(stored_or_over_quota(&rig, &envelopes).await, 3, "the user's quota holds");
+    assert_eq!(rig.catalog.usage(UserId(user)).await.unwrap().files, 3);
+    let log = rig
+        .sim
+        .control()
+        .wait_for(user, WAIT, |l| l.visible().count() == 8 && links(l).len() == 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.visible().filter(|m| m.text.contains("would exceed your quota of 3 files")).count(),
+        5,
+        "{log:#?}"
+    );
+
+    // A total quota over everyone: eight users, one file each, room for 5
+    // (3 of them stored already).
+    policy(
+        &rig,
+        "default/total",
+        serde_json::json!({"total": {"maxFiles": 8}, "onQuotaExceeded": "Reject"}),
+    )
+    .await;
+    let files: Vec<(i64, u64)> = (0..8).map(|i| (50 + i, 300 + i as u64)).collect();
+    let envelopes = all_at_once(&rig, &replicas, &files).await;
+    assert_eq!(stored_or_over_quota(&rig, &envelopes).await, 5, "the total quota holds");
+    // The refused files' uploads were removed: one object per stored file.
+    assert_eq!(objects(&rig).await, 8);
 }
 
 #[tokio::test]

@@ -100,6 +100,9 @@ impl Catalog for ObservedCatalog {
     ) -> Result<teledrop_catalog::Admission> {
         self.inner.admit(job, limit, window, now).await
     }
+    async fn quota_lock(&self, scope: teledrop_catalog::QuotaLockScope) -> Result<teledrop_catalog::QuotaLock> {
+        self.inner.quota_lock(scope).await
+    }
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {
         self.inner.blob(file_unique_id).await
     }
