@@ -232,15 +232,16 @@ pub(crate) enum QuotaLockHeld {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
         _permit: tokio::sync::OwnedSemaphorePermit,
     },
-    /// SQLite serves one process: a mutex of the catalog's.
-    Sqlite(tokio::sync::OwnedMutexGuard<()>),
+    /// SQLite serves one process: a mutex of the catalog's, unlocked
+    /// when the guard drops.
+    Sqlite { _guard: tokio::sync::OwnedMutexGuard<()> },
 }
 
 impl QuotaLock {
     pub async fn release(self) -> Result<()> {
         match self.0 {
             QuotaLockHeld::Postgres { tx, .. } => Ok(tx.commit().await?),
-            QuotaLockHeld::Sqlite(_) => Ok(()),
+            QuotaLockHeld::Sqlite { .. } => Ok(()),
         }
     }
 }

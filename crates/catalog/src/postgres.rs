@@ -27,15 +27,15 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use std::collections::HashSet;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 use teledrop_core::file::FileState;
 use teledrop_core::{
     BlobRecord, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
     LinkToken, MessageId, NewLink, ObjectKey, UpdateId, Usage, UserId,
 };
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

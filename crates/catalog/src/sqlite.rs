@@ -25,9 +25,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use teledrop_core::file::FileState;
 use teledrop_core::{
@@ -461,7 +461,9 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn quota_lock(&self, _scope: QuotaLockScope) -> Result<QuotaLock> {
-        Ok(QuotaLock(QuotaLockHeld::Sqlite(Arc::clone(&self.quota).lock_owned().await)))
+        Ok(QuotaLock(QuotaLockHeld::Sqlite {
+            _guard: Arc::clone(&self.quota).lock_owned().await,
+        }))
     }
 
     async fn blob(&self, file_unique_id: &str) -> Result<Option<BlobRecord>> {

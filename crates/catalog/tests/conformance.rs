@@ -14,8 +14,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_catalog::{
-    Accepted, Admission, Catalog, CatalogError, DownloadHit, FileCursor, FileFilter, QuotaLockScope, StoredBlob, Totals,
-    Transition,
+    Accepted, Admission, Catalog, CatalogError, DownloadHit, FileCursor, FileFilter, QuotaLockScope, StoredBlob,
+    Totals, Transition,
 };
 use teledrop_core::file::FileState;
 use teledrop_core::{
@@ -1356,10 +1356,7 @@ async fn quota_locks_make_check_and_commit_atomic(fx: Fixture) {
     let users: Vec<i64> = (10..16).collect();
     let stored = check_and_commit(&catalogs, 12, 4, 950, |i| users[i % 6], true, owners(&users)).await;
     assert_eq!(stored, 4);
-    assert_eq!(
-        fx.catalog.live_totals(&owners(&users)).await.unwrap(),
-        totals(4, 40)
-    );
+    assert_eq!(fx.catalog.live_totals(&owners(&users)).await.unwrap(), totals(4, 40));
 }
 
 async fn quota_locks_are_released_when_dropped(c: Arc<dyn Catalog>) {

@@ -15,11 +15,12 @@ pub use metrics::Metrics;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body as RequestBody, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::BytesMut;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -132,10 +133,10 @@ pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 
 /// `POST /telegram/webhook`, `/healthz`, `/readyz`, `/metrics`.
 pub fn router(sink: Arc<dyn Sink>, config: IngressConfig, metrics: Metrics) -> Router {
-    let limit = config.max_body_bytes;
     let state = Arc::new(Inner { sink, config, metrics });
     Router::new()
-        .route(WEBHOOK_PATH, post(webhook).layer(DefaultBodyLimit::max(limit)))
+        // The handler reads and limits the body itself (`read_body`).
+        .route(WEBHOOK_PATH, post(webhook).layer(DefaultBodyLimit::disable()))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -145,6 +146,10 @@ pub fn router(sink: Arc<dyn Sink>, config: IngressConfig, metrics: Metrics) -> R
 /// Why a request was not accepted; each decides its own response here.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body could not be read")]
+    Unreadable,
     #[error("missing or wrong secret token")]
     Unauthorized,
     #[error("the bus did not take the update: {0}")]
@@ -154,6 +159,8 @@ pub enum IngressError {
 impl IngressError {
     pub fn label(&self) -> &'static str {
         match self {
+            Self::TooLarge(_) => "too_large",
+            Self::Unreadable => "unreadable",
             Self::Unauthorized => "unauthorized",
             Self::Unavailable(..) => "unavailable",
         }
@@ -163,6 +170,12 @@ impl IngressError {
 impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
         match self {
+            Self::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body may hold at most {limit} bytes"),
+            )
+                .into_response(),
+            Self::Unreadable => (StatusCode::BAD_REQUEST, "the body could not be read").into_response(),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
             Self::Unavailable(_, retry_after) => {
                 let mut r = (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
@@ -208,8 +221,20 @@ fn classify(body: &[u8]) -> Body {
     skip_all,
     fields(update_id = tracing::field::Empty, outcome = tracing::field::Empty, otel.kind = "server")
 )]
-async fn webhook(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, IngressError> {
+async fn webhook(
+    State(s): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<StatusCode, IngressError> {
     let span = tracing::Span::current();
+    let body = match read_body(body, s.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            span.record("outcome", e.label());
+            s.metrics.count(e.label());
+            return Err(e);
+        }
+    };
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !s.config.secret.matches(given) {
         span.record("outcome", "unauthorized");
@@ -249,6 +274,40 @@ async fn webhook(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
     span.record("outcome", outcome);
     s.metrics.count(outcome);
     Ok(StatusCode::OK)
+}
+
+/// What an oversized body may still send, read and thrown away, before
+/// the 413: a client that is still writing its body when the answer comes
+/// and the connection closes sees a broken connection, not the 413. Past
+/// this the connection is closed regardless.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// The body, if it holds at most `limit` bytes (checked as it arrives, so
+/// a missing or lying Content-Length changes nothing).
+async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, IngressError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map(|f| f.into_data()) else {
+            return Err(IngressError::Unreadable);
+        };
+        let Ok(data) = data else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            // Drain what is left, within bounds, then refuse.
+            while seen <= DRAIN_LIMIT {
+                match body.frame().await {
+                    Some(Ok(f)) => seen = seen.saturating_add(f.data_ref().map_or(0, |d| d.len())),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            return Err(IngressError::TooLarge(limit));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 fn unavailable(s: &Inner, e: BusError) -> IngressError {

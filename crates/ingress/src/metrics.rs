@@ -3,7 +3,14 @@
 use std::sync::Arc;
 use teledrop_metrics::{CounterVec, Render};
 
-const OUTCOMES: [&str; 4] = ["published", "dead_letter", "unauthorized", "unavailable"];
+const OUTCOMES: [&str; 6] = [
+    "published",
+    "dead_letter",
+    "too_large",
+    "unreadable",
+    "unauthorized",
+    "unavailable",
+];
 
 /// Webhook requests by outcome. Clones share the counts.
 #[derive(Clone)]

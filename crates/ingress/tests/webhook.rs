@@ -90,10 +90,21 @@ async fn wrong_or_missing_secret_is_401_and_publishes_nothing() {
 #[tokio::test]
 async fn an_oversized_body_is_413_and_publishes_nothing() {
     let bus = bus().await;
-    let (url, _) = serve(bus.clone(), Duration::from_secs(5)).await;
+    let (url, metrics) = serve(bus.clone(), Duration::from_secs(5)).await;
     let big = format!(r#"{{"update_id":5,"pad":"{}"}}"#, "x".repeat(100 * 1024));
     assert_eq!(post(&url, Some(SECRET), big).await.status(), 413);
+    // Far past what socket buffers hold: the client is still writing when
+    // the answer is ready, and reads the 413, not a broken connection.
+    let huge = format!(r#"{{"update_id":6,"pad":"{}"}}"#, "x".repeat(8 << 20));
+    assert_eq!(post(&url, Some(SECRET), huge).await.status(), 413);
+    // Without a Content-Length (chunked), the limit holds as bytes arrive.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 4096])).collect();
+    let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let resp = post(&url, Some(SECRET), streamed).await;
+    assert_eq!(resp.status(), 413);
+    assert!(resp.text().await.unwrap().contains("65536 bytes"));
     assert!(next_within(&bus, Duration::from_millis(500)).await.is_none());
+    assert_eq!(metrics.get("too_large"), 3);
 }
 
 #[tokio::test]

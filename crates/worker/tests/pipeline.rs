@@ -883,13 +883,8 @@ async fn two_replicas_on_postgres(rate_limit: Option<RateLimit>) -> (Rig, Vec<Ar
         let token: BotToken = sim.token().parse().unwrap();
         let telegram = Telegram::new(TelegramConfig::new(token, sim.base_url(), false)).unwrap();
         replicas.push(Arc::new(
-            Pipeline::new(
-                catalog,
-                storage.clone(),
-                telegram,
-                pipeline_config(3, rate_limit),
-            )
-            .with_policy_ttl(Duration::ZERO),
+            Pipeline::new(catalog, storage.clone(), telegram, pipeline_config(3, rate_limit))
+                .with_policy_ttl(Duration::ZERO),
         ));
     }
     let rig = Rig {
@@ -995,7 +990,11 @@ async fn files_racing_for_the_last_room_in_a_quota_never_exceed_it() {
     let user = 44;
     let files: Vec<(i64, u64)> = (0..8).map(|seed| (user, 200 + seed)).collect();
     let envelopes = all_at_once(&rig, &replicas, &files).await;
-    assert_eq!(stored_or_over_quota(&rig, &envelopes).await, 3, "the user's quota holds");
+    assert_eq!(
+        stored_or_over_quota(&rig, &envelopes).await,
+        3,
+        "the user's quota holds"
+    );
     assert_eq!(rig.catalog.usage(UserId(user)).await.unwrap().files, 3);
     let log = rig
         .sim
@@ -1004,7 +1003,9 @@ async fn files_racing_for_the_last_room_in_a_quota_never_exceed_it() {
         .await
         .unwrap();
     assert_eq!(
-        log.visible().filter(|m| m.text.contains("would exceed your quota of 3 files")).count(),
+        log.visible()
+            .filter(|m| m.text.contains("would exceed your quota of 3 files"))
+            .count(),
         5,
         "{log:#?}"
     );
