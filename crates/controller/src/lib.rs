@@ -374,6 +374,44 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: 
     }
 }
 
+/// Where and as whom replicas elect a leader.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// The `coordination.k8s.io/v1` Lease.
+    pub name: String,
+    pub namespace: String,
+    /// This replica (its pod name): the Lease's `holderIdentity`.
+    pub identity: String,
+    /// How long a held lease lasts without renewal, in seconds.
+    pub duration: u64,
+    /// How long before expiry the holder renews, in seconds (below
+    /// `duration`).
+    pub grace: u64,
+}
+
+/// The watcher task of [`leadership`]: it ends, releasing the lease, once
+/// every receiver of its channel is dropped.
+pub type LeaseTask =
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>>;
+
+/// Takes part in the election on the Lease (created when missing): the
+/// channel says whether this replica holds it now, for [`lead`]. The
+/// lease is renewed while held and released when the channel's receivers
+/// are gone.
+pub async fn leadership(
+    client: Client,
+    lease: &LeaseSettings,
+) -> Result<(watch::Receiver<bool>, LeaseTask), kube_lease_manager::LeaseManagerError> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(lease.duration)
+        .with_grace(lease.grace)
+        .build()
+        .await?;
+    Ok(manager.watch().await)
+}
+
 /// Runs one term of `work` each time `leader` turns true, stopping it when
 /// leadership is lost; returns once `shutdown` completes (stopping the
 /// running term). `work` gets the token cancelled when it must stop.

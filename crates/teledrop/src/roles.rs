@@ -207,9 +207,9 @@ async fn controller_metrics(State(h): State<Arc<ControllerHealth>>) -> impl Into
 }
 
 pub async fn controller(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use kube_lease_manager::LeaseManagerBuilder;
     use teledrop_controller::{
-        Context as ControllerContext, Metrics, Stop, lead, run_controller, run_orphan_collection,
+        Context as ControllerContext, LeaseSettings, Metrics, Stop, lead, leadership, run_controller,
+        run_orphan_collection,
     };
 
     let database_url = args.database.resolve(None)?;
@@ -256,15 +256,16 @@ pub async fn controller(args: ControllerArgs, shutdown: CancellationToken) -> an
         .with_state(health);
     let http = tokio::spawn(serve(listener, app, shutdown.clone()));
 
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
-        .with_namespace(&lease_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
+    let lease = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: lease_namespace.clone(),
+        identity: identity.clone(),
+        duration: 15,
+        grace: 5,
+    };
+    let (leader, lease_task) = leadership(client, &lease)
         .await
         .context("setting up leader election (TELEDROP_LEASE_NAME, TELEDROP_LEASE_NAMESPACE)")?;
-    let (leader, lease_task) = manager.watch().await;
     info!(lease = %args.lease_name, namespace = %lease_namespace, identity = %identity, "waiting for the lease");
 
     let namespace = args.watch_namespace.clone().filter(|n| !n.is_empty());
