@@ -220,8 +220,9 @@ async fn apply(
     patch_status(api, rp, &new).await?;
     if report.deleted.files > 0 {
         let verb = if report.dry_run { "would delete" } else { "deleted" };
+        let files = if report.deleted.files == 1 { "file" } else { "files" };
         let note = format!(
-            "{verb} {} files ({} bytes) of {} matched",
+            "{verb} {} {files} ({} bytes) of {} matched",
             report.deleted.files, report.deleted.bytes, report.matched.files
         );
         publish(ctx, rp, EventType::Normal, "Swept", "Sweep", &note).await;

@@ -272,7 +272,7 @@ async fn a_sweep_stores_the_rules_applies_status_and_publishes_an_event() {
             Expect::new(Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events").body(|e| {
                 assert_eq!(e["type"], "Normal");
                 assert_eq!(e["reason"], "Swept");
-                assert!(e["note"].as_str().unwrap().contains("deleted 1 files"), "{e}");
+                assert!(e["note"].as_str().unwrap().contains("deleted 1 file ("), "{e}");
                 assert_eq!(e["regarding"]["name"], "test");
                 assert_eq!(e["reportingController"], "teledrop-controller");
             }),

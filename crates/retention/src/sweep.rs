@@ -446,7 +446,8 @@ impl std::fmt::Display for QuotaExceeded {
         match self.limit {
             Limit::Files(max) => write!(
                 f,
-                "this file would exceed {whose} of {max} files: {} stored already",
+                "this file would exceed {whose} of {max} {}: {} stored already",
+                if max == 1 { "file" } else { "files" },
                 self.used.files
             ),
             Limit::Bytes(max) => {

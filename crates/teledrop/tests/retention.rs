@@ -420,7 +420,7 @@ async fn reject_quotas_refuse_files_with_their_numbers_before_download_and_usage
         reply.text.contains("g.bin")
             && reply
                 .text
-                .contains("would exceed your quota of 1 files: 1 stored already"),
+                .contains("would exceed your quota of 1 file: 1 stored already"),
         "{}",
         reply.text
     );
