@@ -65,40 +65,19 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
         ("TELEDROP_STORAGE_URL", dir.path().join("objects").display().to_string()),
         ("RUST_LOG", "warn".into()),
     ];
-    let one_shot = |args: &'static [&'static str]| {
-        let env = env.clone();
-        let dir = dir.path().to_owned();
-        async move {
-            let mut p = Proc::spawn(args[0], Path::new(BIN), args, &env, &dir);
-            let status = p.terminate_after_exit(START).await;
-            assert!(status.success(), "{args:?}: {status}\n{}", p.log_text());
-        }
-    };
-    one_shot(&["migrate"]).await;
-    let listen = |port: u16| {
-        let mut e = env.clone();
-        e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
-        e
-    };
-    let mut ingress = Proc::spawn(
-        "ingress",
-        Path::new(BIN),
-        &["ingress"],
-        &listen(ingress_port),
-        dir.path(),
-    );
-    ingress
-        .wait_http_ok(&format!("http://127.0.0.1:{ingress_port}/readyz"), START)
-        .await;
+    let bin = Path::new(BIN);
+    Proc::run("migrate", bin, &["migrate"], &env, dir.path(), START).await;
+    let mut ingress = Proc::start_ready("ingress", bin, &["ingress"], &env, ingress_port, dir.path(), START).await;
     let url = format!("http://127.0.0.1:{ingress_port}");
-    let mut set = Proc::spawn(
+    Proc::run(
         "webhook",
-        Path::new(BIN),
+        bin,
         &["webhook", "set", "--url", &url],
         &env,
         dir.path(),
-    );
-    assert!(set.terminate_after_exit(START).await.success(), "{}", set.log_text());
+        START,
+    )
+    .await;
 
     // Queue every file while no worker runs.
     let ctl = sim.control();
@@ -116,13 +95,9 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
     let started = Instant::now();
     let mut procs = Vec::new();
     for i in 0..workers {
-        let p = Proc::spawn(
-            &format!("worker{i}"),
-            Path::new(BIN),
-            &["worker"],
-            &listen(free_port()),
-            dir.path(),
-        );
+        let mut worker_env = env.clone();
+        worker_env.push(("TELEDROP_LISTEN", format!("127.0.0.1:{}", free_port())));
+        let p = Proc::spawn(&format!("worker{i}"), bin, &["worker"], &worker_env, dir.path());
         procs.push(p);
     }
     for user in 1..=USERS.min(files as i64) {

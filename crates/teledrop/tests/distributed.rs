@@ -6,36 +6,19 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 use teledrop_catalog::{Catalog, PgCatalog};
 use teledrop_core::{JobState, UpdateId, UserId};
 use teledrop_testkit::nats::NatsServer;
 use teledrop_testkit::process::{Proc, free_port};
-use tg_sim::{ChatLog, FileSpec, MediaKind, SentFile, Sim, SimConfig};
+use tg_sim::{FileSpec, MediaKind, SentFile, Sim, SimConfig};
+
+mod common;
+
+use common::{START, links, run_to_end, set_webhook, start_role};
 
 const SECRET: &str = "e2e_webhook-Secret";
-const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
-const START: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
-
-fn links(log: &ChatLog) -> Vec<String> {
-    log.visible()
-        .filter_map(|m| {
-            m.text
-                .split_whitespace()
-                .find(|w| w.contains("/download/"))
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
-async fn run_to_end(env: &[(&str, String)], args: &[&str], dir: &Path) -> String {
-    let mut p = Proc::spawn(args[0], Path::new(BIN), args, env, dir);
-    let status = p.terminate_after_exit(START).await;
-    assert!(status.success(), "teledrop {args:?} failed: {status}\n{}", p.log_text());
-    p.log_text()
-}
 
 /// Where the workers put file contents.
 enum Store {
@@ -104,49 +87,13 @@ impl Cluster {
         common.extend(setup.env);
 
         run_to_end(&common, &["migrate"], dir.path()).await;
-        let with_listen = |port: u16| {
-            let mut e = common.clone();
-            e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
-            e
-        };
-        let mut links = Proc::spawn(
-            "links",
-            Path::new(BIN),
-            &["links"],
-            &with_listen(links_port),
-            dir.path(),
-        );
-        links.wait_http_ok(&format!("{public_url}/readyz"), START).await;
-        let mut ingress = Proc::spawn(
-            "ingress",
-            Path::new(BIN),
-            &["ingress"],
-            &with_listen(ingress_port),
-            dir.path(),
-        );
-        ingress
-            .wait_http_ok(&format!("http://127.0.0.1:{ingress_port}/readyz"), START)
-            .await;
+        let links = start_role("links", "links", &common, links_port, dir.path()).await;
+        let ingress = start_role("ingress", "ingress", &common, ingress_port, dir.path()).await;
         let mut workers = Vec::new();
         for i in 0..setup.workers {
-            let port = free_port();
-            let mut w = Proc::spawn(
-                &format!("worker{i}"),
-                Path::new(BIN),
-                &["worker"],
-                &with_listen(port),
-                dir.path(),
-            );
-            w.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), START).await;
-            workers.push(w);
+            workers.push(start_role(&format!("worker{i}"), "worker", &common, free_port(), dir.path()).await);
         }
-        let out = run_to_end(
-            &common,
-            &["webhook", "set", "--url", &format!("http://127.0.0.1:{ingress_port}")],
-            dir.path(),
-        )
-        .await;
-        assert!(out.contains("webhook set"), "{out}");
+        set_webhook(&common, ingress_port, dir.path()).await;
         Cluster {
             _dir: dir,
             sim,

@@ -19,20 +19,21 @@
 //! upload. Worker B reaches S3 directly.
 
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use teledrop_catalog::{Catalog, FileFilter, PgCatalog};
 use teledrop_core::{JobState, ObjectKey, UpdateId, UserId};
 use teledrop_testkit::process::{Proc, free_port};
-use tg_sim::{ChatLog, FileSpec, Sim, SimConfig};
+use tg_sim::{FileSpec, Sim, SimConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
+use common::{START, links, run_to_end, set_webhook, start_role};
+
 const SECRET: &str = "failover_webhook-Secret";
-const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
-const START: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 300 * MIB;
 const USER: i64 = 7;
@@ -118,36 +119,9 @@ async fn relay(client: TcpStream, upstream: String, budget: Arc<AtomicU64>) {
     }
 }
 
-fn links(log: &ChatLog) -> Vec<String> {
-    log.visible()
-        .filter_map(|m| {
-            m.text
-                .split_whitespace()
-                .find(|w| w.contains("/download/"))
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 /// The worker's progress edit: "⏳ Receiving file: 8% (25.0 MiB of 300 MiB)".
 fn shows_progress(text: &str) -> bool {
     text.contains("Receiving") && text.contains('%')
-}
-
-async fn run_to_end(env: &[(&str, String)], args: &[&str], dir: &Path) -> String {
-    let mut p = Proc::spawn(args[0], Path::new(BIN), args, env, dir);
-    let status = p.terminate_after_exit(START).await;
-    assert!(status.success(), "teledrop {args:?} failed: {status}\n{}", p.log_text());
-    p.log_text()
-}
-
-async fn start_worker(name: &str, env: &[(&str, String)], dir: &Path) -> Proc {
-    let port = free_port();
-    let mut env = env.to_vec();
-    env.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
-    let mut w = Proc::spawn(name, Path::new(BIN), &["worker"], &env, dir);
-    w.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), START).await;
-    w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,37 +168,10 @@ async fn a_worker_killed_mid_stream_is_replaced_without_a_trace() {
     through_gate.push(("AWS_ENDPOINT_URL", gate.endpoint.clone()));
 
     run_to_end(&common, &["migrate"], dir.path()).await;
-    let with_listen = |port: u16| {
-        let mut e = common.clone();
-        e.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
-        e
-    };
-    let mut links_proc = Proc::spawn(
-        "links",
-        Path::new(BIN),
-        &["links"],
-        &with_listen(links_port),
-        dir.path(),
-    );
-    links_proc.wait_http_ok(&format!("{public_url}/readyz"), START).await;
-    let mut ingress = Proc::spawn(
-        "ingress",
-        Path::new(BIN),
-        &["ingress"],
-        &with_listen(ingress_port),
-        dir.path(),
-    );
-    ingress
-        .wait_http_ok(&format!("http://127.0.0.1:{ingress_port}/readyz"), START)
-        .await;
-    let mut worker_a = start_worker("worker-a", &through_gate, dir.path()).await;
-    let out = run_to_end(
-        &common,
-        &["webhook", "set", "--url", &format!("http://127.0.0.1:{ingress_port}")],
-        dir.path(),
-    )
-    .await;
-    assert!(out.contains("webhook set"), "{out}");
+    let mut links_proc = start_role("links", "links", &common, links_port, dir.path()).await;
+    let mut ingress = start_role("ingress", "ingress", &common, ingress_port, dir.path()).await;
+    let mut worker_a = start_role("worker-a", "worker", &through_gate, free_port(), dir.path()).await;
+    set_webhook(&common, ingress_port, dir.path()).await;
 
     let ctl = sim.control();
     let sent = ctl.send_file(FileSpec::document(USER, SIZE, 42)).await.unwrap();
@@ -238,7 +185,7 @@ async fn a_worker_killed_mid_stream_is_replaced_without_a_trace() {
     let log = ctl
         .wait_for(USER, START, |l| l.visible().any(|m| shows_progress(&m.text)))
         .await
-        .unwrap_or_else(|e| panic!("{}", fail(&e.to_string(), &[&worker_a])));
+        .unwrap_or_else(|e| panic!("{}", fail(&e.to_string(), &[&worker_a, &ingress])));
     let status_message = log.visible().next().unwrap().message_id;
     let catalog = PgCatalog::connect(&database_url).await.unwrap();
     let job = catalog
@@ -270,7 +217,7 @@ async fn a_worker_killed_mid_stream_is_replaced_without_a_trace() {
     worker_a.kill9().await;
     assert!(bucket.objects().await.is_empty(), "the gate let a whole file through");
 
-    let mut worker_b = start_worker("worker-b", &common, dir.path()).await;
+    let mut worker_b = start_role("worker-b", "worker", &common, free_port(), dir.path()).await;
     let log = ctl
         .wait_for(USER, Duration::from_secs(600), |l| !links(l).is_empty())
         .await

@@ -88,6 +88,41 @@ impl Proc {
         }
     }
 
+    /// Runs a one-shot command to its end and returns its log; panics
+    /// (with the log) if it fails or outlives `deadline`.
+    pub async fn run(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        log_dir: &Path,
+        deadline: Duration,
+    ) -> String {
+        let mut p = Proc::spawn(name, bin, args, env, log_dir);
+        let status = p.terminate_after_exit(deadline).await;
+        assert!(status.success(), "{name} {args:?} failed: {status}\n{}", p.log_text());
+        p.log_text()
+    }
+
+    /// Starts a server with `env` plus `TELEDROP_LISTEN=127.0.0.1:port`
+    /// and returns it once `GET /readyz` there answers 200.
+    pub async fn start_ready(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        port: u16,
+        log_dir: &Path,
+        deadline: Duration,
+    ) -> Proc {
+        let mut env = env.to_vec();
+        env.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
+        let mut p = Proc::spawn(name, bin, args, &env, log_dir);
+        p.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), deadline)
+            .await;
+        p
+    }
+
     /// Exit status if it has exited.
     pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -133,9 +168,21 @@ impl Proc {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    // The kernel may hand the same free port to two binds in a row. Two
+    // roles told the same port would have one fail to bind while the
+    // other answers its readiness probe, so no port is handed out twice
+    // in one test process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
