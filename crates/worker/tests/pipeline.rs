@@ -98,6 +98,19 @@ async fn update_body(rig: &Rig, update_id: i64) -> Envelope {
     Envelope::new(update_id, serde_json::to_vec(u).unwrap())
 }
 
+/// Faults under which `method` answers 429 (with `retry_after` seconds)
+/// once.
+fn one_429(method: &str, retry_after: u32) -> Faults {
+    Faults {
+        force_429: Some(Force429 {
+            method: Some(method.into()),
+            retry_after,
+            count: 1,
+        }),
+        ..Faults::default()
+    }
+}
+
 fn links(log: &tg_sim::ChatLog) -> Vec<String> {
     log.visible()
         .filter_map(|m| {
@@ -158,16 +171,7 @@ use futures::StreamExt;
 async fn a_rate_limited_get_file_is_retried_and_then_stored() {
     let rig = rig(3).await;
     let ctl = rig.sim.control();
-    ctl.set_faults(Faults {
-        force_429: Some(Force429 {
-            method: Some("getFile".into()),
-            retry_after: 1,
-            count: 1,
-        }),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    ctl.set_faults(one_429("getFile", 1)).await.unwrap();
     let sent = ctl.send_file(FileSpec::document(3, 10_000, 8)).await.unwrap();
     let env = update_body(&rig, sent.update_id).await;
     // First attempt: Telegram says 429 retry after 1 s; the job goes back to pending.
@@ -358,16 +362,7 @@ async fn a_job_running_elsewhere_is_not_taken_over() {
 async fn a_final_reply_refused_with_429_is_sent_on_redelivery() {
     let rig = rig(3).await;
     let ctl = rig.sim.control();
-    ctl.set_faults(Faults {
-        force_429: Some(Force429 {
-            method: Some("editMessageText".into()),
-            retry_after: 2,
-            count: 1,
-        }),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    ctl.set_faults(one_429("editMessageText", 2)).await.unwrap();
     let sent = ctl
         .send_file(FileSpec::document(10, 5000, 13).named("r.bin"))
         .await
@@ -530,14 +525,7 @@ async fn a_user_over_a_byte_quota_is_refused_before_anything_is_downloaded() {
 
     // getFile would answer 429 once (and the job be retried): a count
     // left untouched shows the bot never asked where the bytes are.
-    let no_get_file = Faults {
-        force_429: Some(Force429 {
-            method: Some("getFile".into()),
-            retry_after: 1,
-            count: 1,
-        }),
-        ..Faults::default()
-    };
+    let no_get_file = one_429("getFile", 1);
     ctl.set_faults(no_get_file.clone()).await.unwrap();
     let (_, job) = ingest(&rig, FileSpec::document(20, 4096, 31).named("second.bin")).await;
     assert_over_quota(&job);
@@ -770,14 +758,7 @@ async fn files_past_the_rate_limit_are_refused_with_a_reply_and_others_are_not()
     }
     // getFile would answer 429 once: a count left untouched shows nothing
     // was asked of Telegram for the refused file.
-    let no_get_file = Faults {
-        force_429: Some(Force429 {
-            method: Some("getFile".into()),
-            retry_after: 1,
-            count: 1,
-        }),
-        ..Faults::default()
-    };
+    let no_get_file = one_429("getFile", 1);
     ctl.set_faults(no_get_file.clone()).await.unwrap();
     let (_, third) = ingest(&rig, FileSpec::document(user, 1000, 82).named("third.bin")).await;
     assert_rate_limited(&third);
@@ -825,16 +806,7 @@ async fn an_admitted_job_that_comes_back_keeps_its_slot() {
     let rig = rig_with(3, false, Some(per_hour(2))).await;
     let ctl = rig.sim.control();
     let user = 42;
-    ctl.set_faults(Faults {
-        force_429: Some(Force429 {
-            method: Some("getFile".into()),
-            retry_after: 1,
-            count: 1,
-        }),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    ctl.set_faults(one_429("getFile", 1)).await.unwrap();
     // Admitted, then Telegram asks for a retry.
     let first = ctl
         .send_file(FileSpec::document(user, 1000, 90).named("first.bin"))
