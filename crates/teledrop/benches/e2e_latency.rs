@@ -15,6 +15,10 @@
 //! pushes it at once) and stops when the simulator holds the reply with
 //! the link (a server-side wait, no polling).
 
+mod common;
+
+use common::{ms, percentile};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 use teledrop_testkit::nats::NatsServer;
@@ -24,15 +28,6 @@ use tg_sim::{FileSpec, Sim, SimClient, SimConfig};
 const SECRET: &str = "bench_webhook-Secret";
 const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
 const START: Duration = Duration::from_secs(60);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// Sends `spec` and waits for its link; the time it took.
 async fn until_link(ctl: &SimClient, spec: FileSpec) -> Duration {
@@ -59,11 +54,7 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = common::numeric_args();
     let samples = args.first().copied().unwrap_or(50).max(1);
     let size = args.get(1).copied().unwrap_or(1_000_000);
 

@@ -12,6 +12,10 @@
 //! whether or not earlier ones have answered), so a stall shows up in the
 //! percentiles instead of slowing the sender down.
 
+mod common;
+
+use common::{ms, percentile};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,25 +60,9 @@ impl Poster {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = common::numeric_args();
     let arg = |i: usize, default: u64| args.get(i).copied().unwrap_or(default);
     let (total, concurrency, rate, seconds) = (arg(0, 20_000), arg(1, 64), arg(2, 1000), arg(3, 10));
 

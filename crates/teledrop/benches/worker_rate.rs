@@ -12,6 +12,8 @@
 //! (`TEST_DATABASE_URL`, as `scripts/bench.sh` provides) and answered by
 //! editing the status message.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 use teledrop_testkit::nats::NatsServer;
@@ -29,11 +31,7 @@ fn links(log: &ChatLog) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args = common::numeric_args();
     let files = args.first().copied().unwrap_or(600);
     let size = args.get(1).copied().unwrap_or(16 * 1024);
     let mut worker_counts: Vec<u64> = args.iter().skip(2).copied().collect();
@@ -85,12 +83,11 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
         let user = (n as i64 % USERS) + 1;
         ctl.send_file(FileSpec::document(user, size, n)).await.unwrap();
     }
-    let until = Instant::now() + START;
-    while ctl.status().await.unwrap().pending_updates > 0 {
-        assert!(Instant::now() < until, "updates not accepted\n{}", ingress.log_text());
-        // Polling the simulator's queue, bounded by the deadline.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = teledrop_testkit::poll_until(START, || async {
+        (ctl.status().await.unwrap().pending_updates == 0).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "updates not accepted\n{}", ingress.log_text());
 
     let started = Instant::now();
     let mut procs = Vec::new();

@@ -330,16 +330,8 @@ async fn a_nats_outage_under_load_loses_and_repeats_nothing() {
             .filter(|a| a.status == Some(503))
             .count()
     };
-    let until = std::time::Instant::now() + START;
-    while refused().await == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "no 503 during the outage\n{}",
-            cluster.logs()
-        );
-        // Polling the simulator's record of pushes, bounded by the deadline.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = teledrop_testkit::poll_until(START, || async { (refused().await > 0).then_some(()) }).await;
+    assert!(seen.is_some(), "no 503 during the outage\n{}", cluster.logs());
     nats.restart().await;
     for n in 40..60 {
         send(n).await;

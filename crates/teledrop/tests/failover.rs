@@ -195,20 +195,12 @@ async fn a_worker_killed_mid_stream_is_replaced_without_a_trace() {
         .expect("the job");
     assert_eq!(job.state, JobState::Running);
     let job_prefix = ObjectKey::job_upload_prefix(job.id);
-    let deadline = Instant::now() + START;
-    let abandoned = loop {
+    let abandoned = teledrop_testkit::poll_until(START, || async {
         let uploads = bucket.in_progress_multipart_uploads().await;
-        if !uploads.is_empty() {
-            break uploads;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            fail("no multipart upload on S3", &[&worker_a])
-        );
-        // Polling the S3 server's state, bounded by the deadline.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (!uploads.is_empty()).then_some(uploads)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{}", fail("no multipart upload on S3", &[&worker_a])));
     assert_eq!(abandoned.len(), 1, "{abandoned:?}");
     assert!(
         abandoned[0].starts_with(&job_prefix),

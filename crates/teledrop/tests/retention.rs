@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use teledrop_catalog::{Catalog, SqliteCatalog};
 use teledrop_core::file::FileState;
 use teledrop_core::{ErrorKind, FileRecord, JobRecord, JobState, UpdateId, UserId};
@@ -18,9 +18,6 @@ use teledrop_testkit::process::{Proc, free_port};
 use tg_sim::{BotMessage, ChatLog, FileSpec, SentFile, Sim, SimClient, SimConfig};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// Between two looks at state that has no change notification (an HTTP
-/// status, a catalog row, a folder).
-const POLL: Duration = Duration::from_millis(100);
 
 struct Harness {
     sim: Sim,
@@ -142,26 +139,20 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// Polls `check` every [`POLL`] until it holds; fails with the process
+/// Polls `check` (state with no change notification: an HTTP status, a
+/// catalog row, a folder) until it holds; fails with the process
 /// log after [`WAIT`].
 async fn eventually<F, Fut>(proc: &Proc, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let until = Instant::now() + WAIT;
-    let mut tick = tokio::time::interval(POLL);
-    loop {
-        tick.tick().await;
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{what}: not within {WAIT:?}\n{}",
-            proc.log_text()
-        );
-    }
+    let held = teledrop_testkit::poll_until(WAIT, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
+    assert!(held.is_some(), "{what}: not within {WAIT:?}\n{}", proc.log_text());
 }
 
 /// Sends `spec` and waits for the bot's answer to it (the reply to its

@@ -26,3 +26,24 @@ pub fn require_env(name: &str) -> String {
 pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
+
+/// Asks `probe` every 50 ms until it answers `Some`, for state that has no
+/// change notification (an S3 listing, a server's health, a simulator's
+/// records); `None` once `deadline` has passed without an answer.
+pub async fn poll_until<T, F, Fut>(deadline: std::time::Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= until {
+            return None;
+        }
+    }
+}

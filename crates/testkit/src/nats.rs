@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// How long a (re)started server may take to answer with JetStream ready.
@@ -60,17 +60,12 @@ impl NatsServer {
         // `/healthz?js-enabled-only=true` answers 200 once JetStream is up.
         let health = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", self.monitor_port);
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok(r) = client.get(&health).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the test's nats-server did not start");
-            // Polling a condition, bounded by the deadline.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let up = crate::poll_until(START_DEADLINE, || async {
+            let r = client.get(&health).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "the test's nats-server did not start");
     }
 
     /// Kills the server (SIGKILL: an outage, not a shutdown).
