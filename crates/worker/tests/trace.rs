@@ -136,11 +136,21 @@ async fn a_file_is_one_trace_from_the_webhook_to_the_reply() {
     ctl.wait_for(60, WAIT, |log| log.visible().any(|m| m.text.contains("/download/")))
         .await
         .unwrap();
-    // Every span has ended once the worker has drained.
     stop.cancel();
     worker.await.unwrap();
-
-    let spans = exporter.get_finished_spans().unwrap();
+    // The drained worker has dropped its spans, but SQLite's connection
+    // thread holds a clone of the span of each statement it ran until it
+    // has answered it (sqlx-sqlite sends the span with the command), so the
+    // last ones close, and export, a moment later on that thread.
+    let spans = teledrop_testkit::poll_until(WAIT, || {
+        let spans = exporter.get_finished_spans().unwrap();
+        async move { spans.iter().any(|s| s.name == "delivery").then_some(spans) }
+    })
+    .await
+    .unwrap_or_else(|| {
+        let spans = exporter.get_finished_spans().unwrap();
+        panic!("the delivery span never ended; ended: {:?}", names(&spans))
+    });
     let named = |name: &str| -> &SpanData {
         let mut found = spans.iter().filter(|s| s.name == name);
         let span = found
