@@ -95,8 +95,10 @@ async fn connect(config: &JetStreamConfig) -> JetStreamBus {
 }
 
 async fn jetstream(case: &str) -> Fixture {
+    // Long enough that no scenario's held delivery expires while a loaded
+    // machine runs it; scenarios about expiry set their own.
     let config = JetStreamConfig {
-        ack_wait: Duration::from_secs(2),
+        ack_wait: Duration::from_secs(4),
         ..test_config(case)
     };
     let bus = connect(&config).await;
@@ -221,19 +223,28 @@ mod scenarios {
         for &id in &ids {
             a.publish(env(id)).await.unwrap();
         }
+        // Both keep pulling until all have arrived between them (neither
+        // gives up early on a delivery the other has not acked yet).
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deadline = tokio::time::Instant::now() + SOON;
         let drain = |bus: Arc<dyn Bus>| {
+            let got = got.clone();
             tokio::spawn(async move {
-                let mut got = Vec::new();
-                // Stops once the queue stays empty.
-                while let Some(d) = next_within(&*bus, Duration::from_secs(1)).await {
-                    got.push(d.envelope.update_id);
-                    d.settle.ack().await.unwrap();
+                while got.lock().unwrap().len() < 20 && tokio::time::Instant::now() < deadline {
+                    if let Some(d) = next_within(&*bus, Duration::from_millis(100)).await {
+                        d.settle.ack().await.unwrap();
+                        got.lock().unwrap().push(d.envelope.update_id);
+                    }
                 }
-                got
             })
         };
-        let (got_a, got_b) = tokio::join!(drain(a), drain(b));
-        let mut all: Vec<i64> = got_a.unwrap().into_iter().chain(got_b.unwrap()).collect();
+        let (done_a, done_b) = tokio::join!(drain(a.clone()), drain(b.clone()));
+        done_a.unwrap();
+        done_b.unwrap();
+        // Then nothing more, on either: no update came twice.
+        assert_nothing_within(&*a, f.quiet).await;
+        assert_nothing_within(&*b, SHORT).await;
+        let mut all = got.lock().unwrap().clone();
         all.sort_unstable();
         assert_eq!(all, ids, "every update exactly once across both consumers");
     }
@@ -385,7 +396,7 @@ mod jetstream_only {
     #[tokio::test]
     async fn unacked_is_redelivered_after_ack_wait() {
         let config = JetStreamConfig {
-            ack_wait: Duration::from_millis(500),
+            ack_wait: Duration::from_secs(1),
             ..test_config("ackwait")
         };
         let bus = connect(&config).await;
@@ -397,13 +408,13 @@ mod jetstream_only {
         assert_eq!((again.envelope.update_id, again.attempt), (21, 2));
         again.settle.ack().await.unwrap();
         drop(first);
-        assert_nothing_within(&bus, Duration::from_millis(1500)).await;
+        assert_nothing_within(&bus, Duration::from_millis(2500)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_progress_extends_ack_wait() {
         let config = JetStreamConfig {
-            ack_wait: Duration::from_millis(500),
+            ack_wait: Duration::from_secs(1),
             ..test_config("progress")
         };
         let bus = connect(&config).await;
@@ -422,7 +433,7 @@ mod jetstream_only {
             }
         });
         // Four times ack_wait without a redelivery.
-        assert_nothing_within(&bus, Duration::from_secs(2)).await;
+        assert_nothing_within(&bus, Duration::from_secs(4)).await;
         stop.send(()).unwrap();
         let _abandoned = keeper.await.unwrap();
 

@@ -220,9 +220,11 @@ const SWEPT_USER: i64 = 1001;
 const KEEPER: i64 = 1002;
 
 /// Two policies: one selects user 1001's files, the other videos; both
-/// delete what they select 3 s after upload and sweep every second.
+/// delete what they select 10 s after upload (time enough for the test to
+/// download each file first, even on a loaded machine) and sweep every
+/// second.
 const AGE_POLICIES: &str = "\
-# user 1001's files live 3 s
+# user 1001's files live 10 s
 apiVersion: teledrop.dev/v1alpha1
 kind: RetentionPolicy
 metadata:
@@ -230,10 +232,10 @@ metadata:
 spec:
   selector:
     users: [1001]
-  maxAge: 3s
+  maxAge: 10s
   interval: 1s
 ---
-# videos, anyone's, live 3 s
+# videos, anyone's, live 10 s
 apiVersion: teledrop.dev/v1alpha1
 kind: RetentionPolicy
 metadata:
@@ -241,7 +243,7 @@ metadata:
 spec:
   selector:
     mimeTypes: [\"video/*\"]
-  maxAge: 3s
+  maxAge: 10s
   interval: 1s
 ";
 
@@ -450,8 +452,8 @@ async fn an_invalid_policy_file_stops_the_start_naming_file_document_and_field()
         ),
         (
             AGE_POLICIES.replace(
-                "mimeTypes: [\"video/*\"]\n  maxAge: 3s",
-                "mimeTypes: [\"video/*\"]\n  maxAge: 3s\n  maxAgee: 3s",
+                "mimeTypes: [\"video/*\"]\n  maxAge: 10s",
+                "mimeTypes: [\"video/*\"]\n  maxAge: 10s\n  maxAgee: 3s",
             ),
             ["document 2 (short-lived-videos)", "spec", "maxAgee"],
         ),

@@ -286,9 +286,15 @@ async fn killed_mid_stream_the_file_is_stored_and_linked_exactly_once_after_rest
     );
 
     let catalog = h.catalog().await;
-    let job = catalog.job_by_update(UpdateId(sent.update_id)).await.unwrap().unwrap();
+    // The reply is recorded after Telegram took it, so the row may lag the
+    // chat by a moment.
+    let job = teledrop_testkit::poll_until(WAIT, || async {
+        let job = catalog.job_by_update(UpdateId(sent.update_id)).await.unwrap().unwrap();
+        job.replied_at.is_some().then_some(job)
+    })
+    .await
+    .expect("the reply is recorded");
     assert_eq!(job.state, JobState::Stored);
-    assert!(job.replied_at.is_some());
     let events = catalog.job_events(job.id).await.unwrap();
     assert!(
         events.iter().any(|e| e.note.contains("recovered")),
