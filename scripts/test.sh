@@ -5,7 +5,7 @@
 # and Dockerfile checks (charts/tests), and stops the servers.
 #
 #   bash scripts/test.sh            # everything
-#   bash scripts/test.sh -p tg-sim  # extra arguments go to `cargo test`
+#   bash scripts/test.sh -p tg-sim  # arguments replace --workspace in `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,7 +19,11 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
-cargo test --workspace "$@"
+if [ $# -gt 0 ]; then
+  cargo test "$@"
+else
+  cargo test --workspace
+fi
 
 # ---------------------------------------------------------------- Kubernetes
 # The chart, the k8s/ manifests and the Dockerfile (charts/tests): Helm's own
