@@ -226,11 +226,11 @@ mod scenarios {
         // Both keep pulling until all have arrived between them (neither
         // gives up early on a delivery the other has not acked yet).
         let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let deadline = Instant::now() + SOON;
+        let (deadline, want) = (Instant::now() + SOON, ids.len());
         let drain = |bus: Arc<dyn Bus>| {
             let got = got.clone();
             tokio::spawn(async move {
-                while got.lock().unwrap().len() < 20 && Instant::now() < deadline {
+                while got.lock().unwrap().len() < want && Instant::now() < deadline {
                     if let Some(d) = next_within(&*bus, Duration::from_millis(100)).await {
                         d.settle.ack().await.unwrap();
                         got.lock().unwrap().push(d.envelope.update_id);
