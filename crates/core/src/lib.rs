@@ -17,6 +17,7 @@ pub mod ids;
 pub mod job;
 pub mod secret;
 pub mod size;
+pub mod tls;
 
 pub use error::ErrorKind;
 pub use file::{BlobRecord, FileRecord, IncomingFile, LinkRecord, MediaKind, NewLink, Usage};

@@ -134,6 +134,9 @@ impl Storage {
         url: &str,
         options: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Storage, StorageError> {
+        // object_store's HTTP client (reqwest 0.13 without a compiled-in
+        // provider) takes the process default.
+        teledrop_core::tls::install_crypto_provider();
         match target::parse(url)? {
             Target::Local { dir } => Self::local(dir),
             Target::Memory { prefix } => {
