@@ -20,7 +20,7 @@
 //! message at a time, so a busy process holds at most one message it has
 //! not handed out yet (and hoards nothing while other workers idle).
 
-use crate::{Bus, BusError, Delivery, Envelope, Settle, TraceContext};
+use crate::{Bus, BusError, Delivery, Envelope, NatsSecurity, Settle, TraceContext};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind, PublishError, PublishErrorKind};
@@ -55,7 +55,7 @@ const FULL_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// Where and how the bus lives in NATS. `Default` gives the production
 /// names and limits; only `url` usually changes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct JetStreamConfig {
     /// One server URL or several separated by commas
     /// (`nats://user:pass@host:4222`, `tls://…`).
@@ -91,6 +91,8 @@ pub struct JetStreamConfig {
     pub dead_letter_max_age: Duration,
     /// Stream replicas in a NATS cluster (1 on a single server).
     pub replicas: usize,
+    /// TLS roots, client certificate and credentials.
+    pub security: NatsSecurity,
 }
 
 impl Default for JetStreamConfig {
@@ -109,6 +111,7 @@ impl Default for JetStreamConfig {
             max_messages: 1_000_000,
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
             replicas: 1,
+            security: NatsSecurity::default(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl fmt::Debug for JetStreamConfig {
             .field("max_messages", &self.max_messages)
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("replicas", &self.replicas)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -279,12 +283,24 @@ impl JetStreamBus {
                 "invalid bus configuration: the NATS URL is empty".into(),
             ));
         }
-        let client = async_nats::ConnectOptions::new()
+        let tls_urls = servers.iter().any(|s| s.starts_with("tls://"));
+        let options = async_nats::ConnectOptions::new()
             .name("teledrop")
-            .connection_timeout(config.publish_timeout)
-            .connect(servers)
+            .connection_timeout(config.publish_timeout);
+        let options = config
+            .security
+            .apply(options, tls_urls)
             .await
-            .map_err(|e| BusError::Transport(format!("connecting to NATS at {}: {e}", redact_url(&config.url))))?;
+            .map_err(BusError::Credentials)?;
+        let client = options.connect(servers).await.map_err(|e| {
+            use async_nats::ConnectErrorKind as Kind;
+            let what = format!("connecting to NATS at {}: {e}", redact_url(&config.url));
+            match e.kind() {
+                Kind::AuthorizationViolation => BusError::Credentials(what),
+                Kind::Tls => BusError::Tls(what),
+                _ => BusError::Transport(what),
+            }
+        })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.publish_timeout)
             .build(client);

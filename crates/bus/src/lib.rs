@@ -14,9 +14,11 @@
 
 mod jetstream;
 mod memory;
+mod nats_auth;
 
 pub use jetstream::{DEAD_LETTER_REASON_HEADER, JetStreamBus, JetStreamConfig};
 pub use memory::MemoryBus;
+pub use nats_auth::{NatsCredentials, NatsSecurity};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +37,12 @@ pub enum BusError {
     /// name…). Retrying does not help; the message says what to change.
     #[error("bus topology: {0}")]
     Topology(String),
+    /// NATS refused the credentials, or they could not be read.
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
+    /// The TLS handshake failed (unknown CA, expired or wrong-host certificate…).
+    #[error("NATS TLS: {0}")]
+    Tls(String),
 }
 
 impl BusError {
@@ -44,6 +52,8 @@ impl BusError {
             Self::PublishTimeout => "publish_timeout",
             Self::Transport(_) => "transport",
             Self::Topology(_) => "topology",
+            Self::Credentials(_) => "credentials",
+            Self::Tls(_) => "tls",
         }
     }
 }

@@ -7,8 +7,8 @@
 //! Bot API, object storage, NATS and OTLP clients trust on top of the
 //! system's, validated once at start.
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,14 +172,15 @@ pub fn client_config(
 }
 
 fn certificates(var: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsFileError::Malformed {
-            var,
-            path: path.to_owned(),
-            index: 0,
-            message: e.to_string(),
-        })?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsFileError::Malformed {
+                var,
+                path: path.to_owned(),
+                index: 0,
+                message: e.to_string(),
+            })?;
     if certs.is_empty() {
         return Err(TlsFileError::NoCertificate {
             var,
@@ -254,7 +255,11 @@ mod tests {
     fn bad_bundles_are_refused_naming_the_variable() {
         let dir = tempfile::tempdir().unwrap();
         let cases: [(&str, Vec<u8>, &str); 4] = [
-            ("empty.pem", b"no certificates here\n".to_vec(), "holds no PEM certificate"),
+            (
+                "empty.pem",
+                b"no certificates here\n".to_vec(),
+                "holds no PEM certificate",
+            ),
             (
                 "garbage.pem",
                 b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),

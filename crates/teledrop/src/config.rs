@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use teledrop_core::tls::{CaBundle, ClientIdentity, TlsFileError};
 use teledrop_core::{BotToken, ByteSize, Secret, UserId};
 use url::Url;
 
@@ -17,6 +18,8 @@ use url::Url;
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +107,29 @@ pub struct OrphanArgs {
     pub orphan_interval: std::time::Duration,
 }
 
+/// Trust shared by every TLS client of the process.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// A PEM bundle of CA certificates that the Bot API, object storage,
+    /// NATS and OTLP clients trust on top of the system's roots (a private
+    /// CA, a self-hosted Bot API server). Postgres takes `sslrootcert` in
+    /// DATABASE_URL and Kubernetes its kubeconfig instead.
+    #[arg(long, env = "TELEDROP_CA_FILE", value_name = "TELEDROP_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The bundle, read and checked (expired or malformed certificates
+    /// stop the start).
+    pub fn resolve(&self) -> Result<Option<CaBundle>, ConfigError> {
+        self.ca_file
+            .as_deref()
+            .map(|p| CaBundle::load("TELEDROP_CA_FILE", p))
+            .transpose()
+            .map_err(ConfigError::from)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct NatsArgs {
     /// NATS server(s) with JetStream, e.g. `nats://nats:4222` (comma-separated for several).
@@ -153,6 +179,46 @@ pub struct NatsArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub nats_max_deliver: u16,
+    /// Client certificate (PEM) for mutual TLS with NATS; needs NATS_TLS_KEY_FILE.
+    #[arg(
+        long,
+        env = "NATS_TLS_CERT_FILE",
+        value_name = "NATS_TLS_CERT_FILE",
+        requires = "nats_tls_key_file"
+    )]
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of NATS_TLS_CERT_FILE.
+    #[arg(
+        long,
+        env = "NATS_TLS_KEY_FILE",
+        value_name = "NATS_TLS_KEY_FILE",
+        requires = "nats_tls_cert_file"
+    )]
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// A NATS `.creds` file (user JWT and nkey seed).
+    #[arg(long, env = "NATS_CREDS_FILE", value_name = "NATS_CREDS_FILE",
+          conflicts_with_all = ["nats_user", "nats_token_file"])]
+    pub nats_creds_file: Option<PathBuf>,
+    /// NATS user name; the password comes from NATS_PASSWORD_FILE.
+    #[arg(
+        long,
+        env = "NATS_USER",
+        value_name = "NATS_USER",
+        requires = "nats_password_file",
+        conflicts_with = "nats_token_file"
+    )]
+    pub nats_user: Option<String>,
+    /// File holding the password of NATS_USER.
+    #[arg(
+        long,
+        env = "NATS_PASSWORD_FILE",
+        value_name = "NATS_PASSWORD_FILE",
+        requires = "nats_user"
+    )]
+    pub nats_password_file: Option<PathBuf>,
+    /// File holding a NATS authentication token.
+    #[arg(long, env = "NATS_TOKEN_FILE", value_name = "NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
 }
 
 fn positive_duration(raw: &str) -> Result<std::time::Duration, String> {
@@ -164,8 +230,51 @@ fn positive_duration(raw: &str) -> Result<std::time::Duration, String> {
 }
 
 impl NatsArgs {
-    pub fn jetstream(&self) -> teledrop_bus::JetStreamConfig {
-        teledrop_bus::JetStreamConfig {
+    pub fn jetstream(&self, ca: Option<&CaBundle>) -> Result<teledrop_bus::JetStreamConfig, ConfigError> {
+        use teledrop_bus::NatsCredentials;
+        let read = |var: &'static str, path: &std::path::Path| {
+            secret_value(var.trim_end_matches("_FILE"), None, Some(path))?
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)
+                .ok_or(ConfigError::invalid(var, format!("{} is empty", path.display())))
+        };
+        let credentials = match (&self.nats_creds_file, &self.nats_user, &self.nats_token_file) {
+            (Some(creds), _, _) => {
+                if !creds.is_file() {
+                    return Err(ConfigError::invalid(
+                        "NATS_CREDS_FILE",
+                        format!("{} is not a readable file", creds.display()),
+                    ));
+                }
+                NatsCredentials::CredsFile(creds.clone())
+            }
+            (None, Some(user), _) => NatsCredentials::UserPassword {
+                user: user.clone(),
+                password: read(
+                    "NATS_PASSWORD_FILE",
+                    self.nats_password_file
+                        .as_deref()
+                        .ok_or(ConfigError::Missing("NATS_PASSWORD_FILE"))?,
+                )?,
+            },
+            (None, None, Some(token)) => NatsCredentials::Token(read("NATS_TOKEN_FILE", token)?),
+            (None, None, None) => NatsCredentials::None,
+        };
+        let client = match (&self.nats_tls_cert_file, &self.nats_tls_key_file) {
+            (Some(cert), Some(key)) => Some(ClientIdentity::load(
+                "NATS_TLS_CERT_FILE",
+                cert,
+                "NATS_TLS_KEY_FILE",
+                key,
+            )?),
+            _ => None,
+        };
+        let security = teledrop_bus::NatsSecurity {
+            ca: ca.cloned(),
+            client,
+            credentials,
+        };
+        Ok(teledrop_bus::JetStreamConfig {
             url: self.nats_url.clone(),
             stream: self.nats_stream.clone(),
             subject: format!("{}.updates", self.nats_prefix),
@@ -174,8 +283,9 @@ impl NatsArgs {
             consumer: format!("{}-workers", self.nats_prefix),
             ack_wait: self.nats_ack_wait,
             max_deliver: i64::from(self.nats_max_deliver),
+            security,
             ..teledrop_bus::JetStreamConfig::default()
-        }
+        })
     }
 }
 
@@ -376,7 +486,7 @@ pub struct TelegramArgs {
 }
 
 impl TelegramArgs {
-    pub fn resolve(&self) -> Result<teledrop_telegram::TelegramConfig, ConfigError> {
+    pub fn resolve(&self, ca: Option<&CaBundle>) -> Result<teledrop_telegram::TelegramConfig, ConfigError> {
         let raw = secret_value(
             "TELEGRAM_BOT_TOKEN",
             self.telegram_bot_token.as_ref().map(|s| s.expose().as_str()),
@@ -385,11 +495,9 @@ impl TelegramArgs {
         .ok_or(ConfigError::Missing("TELEGRAM_BOT_TOKEN"))?;
         let token: BotToken = raw.parse().map_err(|e| ConfigError::invalid("TELEGRAM_BOT_TOKEN", e))?;
         let api_url = parse_http_url("TELEGRAM_API_URL", &self.telegram_api_url)?;
-        Ok(teledrop_telegram::TelegramConfig::new(
-            token,
-            api_url,
-            self.telegram_local_mode,
-        ))
+        let mut config = teledrop_telegram::TelegramConfig::new(token, api_url, self.telegram_local_mode);
+        config.ca = ca.cloned();
+        Ok(config)
     }
 }
 
@@ -425,7 +533,7 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    pub fn resolve(&self) -> Result<teledrop_storage::Storage, ConfigError> {
+    pub fn resolve(&self, _ca: Option<&CaBundle>) -> Result<teledrop_storage::Storage, ConfigError> {
         teledrop_storage::Storage::from_url(&self.storage_url)
             .map_err(|e| ConfigError::invalid("TELEDROP_STORAGE_URL", e))
     }
@@ -456,8 +564,8 @@ pub struct Ingest {
 }
 
 impl IngestArgs {
-    pub fn resolve(&self) -> Result<Ingest, ConfigError> {
-        let telegram = self.telegram.resolve()?;
+    pub fn resolve(&self, ca: Option<&CaBundle>) -> Result<Ingest, ConfigError> {
+        let telegram = self.telegram.resolve(ca)?;
         let public_url = parse_http_url(
             "TELEDROP_PUBLIC_URL",
             self.public_url
@@ -475,7 +583,7 @@ impl IngestArgs {
         };
         Ok(Ingest {
             telegram,
-            storage: self.storage.resolve()?,
+            storage: self.storage.resolve(ca)?,
             limits,
             pipeline,
         })
@@ -590,6 +698,9 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// A certificate or key file; the message names its variable.
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
 }
 
 impl ConfigError {

@@ -3,21 +3,19 @@ use teledrop::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Before any TLS client exists: one provider for the whole process.
+    teledrop_core::tls::install_crypto_provider();
     let cli = Cli::parse();
-    let telemetry = teledrop::telemetry::init(cli.log.log_format, role(&cli.command));
+    let ca = cli.tls.resolve();
+    let telemetry = teledrop::telemetry::init(
+        cli.log.log_format,
+        role(&cli.command),
+        ca.as_ref().ok().and_then(Option::as_ref),
+    );
     let shutdown = teledrop::shutdown::on_signal();
-    let result = match cli.command {
-        Command::Standalone(args) => teledrop::standalone::run(args, shutdown).await,
-        Command::Migrate(args) => migrate(args).await,
-        Command::Ingress(args) => teledrop::roles::ingress(args, shutdown).await,
-        Command::Worker(args) => teledrop::roles::worker(args, shutdown).await,
-        Command::Links(args) => teledrop::roles::links(args, shutdown).await,
-        Command::Webhook(args) => teledrop::roles::webhook(args).await,
-        Command::Controller(args) => teledrop::roles::controller(args, shutdown).await,
-        Command::Crd => {
-            print!("{}", teledrop_retention::crd_yaml());
-            Ok(())
-        }
+    let result = match ca {
+        Err(e) => Err(e.into()),
+        Ok(ca) => run(cli.command, ca, shutdown).await,
     };
     let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -31,6 +29,27 @@ async fn main() -> std::process::ExitCode {
     // Failed or not, what the run traced is sent before the process ends.
     telemetry.shutdown().await;
     code
+}
+
+async fn run(
+    command: Command,
+    ca: Option<teledrop_core::tls::CaBundle>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let ca = ca.as_ref();
+    match command {
+        Command::Standalone(args) => teledrop::standalone::run(args, ca, shutdown).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Ingress(args) => teledrop::roles::ingress(args, ca, shutdown).await,
+        Command::Worker(args) => teledrop::roles::worker(args, ca, shutdown).await,
+        Command::Links(args) => teledrop::roles::links(args, ca, shutdown).await,
+        Command::Webhook(args) => teledrop::roles::webhook(args, ca).await,
+        Command::Controller(args) => teledrop::roles::controller(args, ca, shutdown).await,
+        Command::Crd => {
+            print!("{}", teledrop_retention::crd_yaml());
+            Ok(())
+        }
+    }
 }
 
 /// The role in service names (`teledrop-worker`).

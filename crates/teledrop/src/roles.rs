@@ -1,8 +1,8 @@
 //! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
 
 use crate::config::{
-    ConfigError, ControllerArgs, IngressArgs, LinksArgs, WebhookAction, WebhookArgs, WorkerArgs, parse_duration,
-    parse_http_url,
+    ConfigError, ControllerArgs, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs, WorkerArgs,
+    parse_duration, parse_http_url,
 };
 use anyhow::Context;
 use axum::Router;
@@ -12,8 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use teledrop_bus::{Bus, JetStreamBus};
+use teledrop_bus::{Bus, BusError, JetStreamBus};
 use teledrop_catalog::Catalog;
+use teledrop_core::tls::CaBundle;
 use teledrop_links::{LinksConfig, LinksState};
 use teledrop_storage::Storage;
 use teledrop_telegram::Telegram;
@@ -35,21 +36,32 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Cancell
     Ok(())
 }
 
-pub async fn ingress(args: IngressArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Connects to JetStream; a failure names the settings that can fix it.
+async fn connect_bus(nats: &NatsArgs, ca: Option<&CaBundle>) -> anyhow::Result<JetStreamBus> {
+    let config = nats.jetstream(ca)?;
+    JetStreamBus::connect(config).await.map_err(|e| {
+        let vars = match &e {
+            BusError::Credentials(_) => "NATS_CREDS_FILE, NATS_USER/NATS_PASSWORD_FILE or NATS_TOKEN_FILE",
+            BusError::Tls(_) => "NATS_URL, TELEDROP_CA_FILE, NATS_TLS_CERT_FILE/NATS_TLS_KEY_FILE",
+            _ => "NATS_URL",
+        };
+        anyhow::Error::new(e).context(format!("connecting to NATS JetStream (check {vars})"))
+    })
+}
+
+pub async fn ingress(args: IngressArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let secret = args.secret.resolve()?;
     let mut config = teledrop_ingress::IngressConfig::new(secret);
     config.publish_timeout = parse_duration("TELEDROP_PUBLISH_TIMEOUT", &args.publish_timeout)?;
     let listener = listen(args.listen).await?;
-    let bus = JetStreamBus::connect(args.nats.jetstream())
-        .await
-        .context("connecting to NATS JetStream (NATS_URL)")?;
+    let bus = connect_bus(&args.nats, ca).await?;
     let app = teledrop_ingress::router(Arc::new(bus), config, teledrop_ingress::Metrics::default());
     serve(listener, app, shutdown).await
 }
 
-pub async fn links(args: LinksArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn links(args: LinksArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let database_url = args.database.resolve(None)?;
-    let storage = args.storage.resolve()?;
+    let storage = args.storage.resolve(ca)?;
     let listener = listen(args.listen).await?;
     let catalog = teledrop_catalog::connect(&database_url)
         .await
@@ -92,8 +104,8 @@ async fn worker_ready(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
     }
 }
 
-pub async fn worker(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ingest = args.ingest.resolve()?;
+pub async fn worker(args: WorkerArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ingest = args.ingest.resolve(ca)?;
     let database_url = args.database.resolve(None)?;
     let (storage, limits) = (ingest.storage, ingest.limits);
     let listener = listen(args.listen).await?;
@@ -101,11 +113,7 @@ pub async fn worker(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Re
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     let telegram = Telegram::new(ingest.telegram).context("setting up the Bot API client")?;
-    let bus = Arc::new(
-        JetStreamBus::connect(args.nats.jetstream())
-            .await
-            .context("connecting to NATS JetStream (NATS_URL)")?,
-    );
+    let bus = Arc::new(connect_bus(&args.nats, ca).await?);
     let pipeline = Arc::new(Pipeline::new(
         catalog.clone(),
         storage.clone(),
@@ -139,8 +147,8 @@ pub async fn worker(args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Re
     Ok(())
 }
 
-pub async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
-    let telegram = Telegram::new(args.telegram.resolve()?).context("setting up the Bot API client")?;
+pub async fn webhook(args: WebhookArgs, ca: Option<&CaBundle>) -> anyhow::Result<()> {
+    let telegram = Telegram::new(args.telegram.resolve(ca)?).context("setting up the Bot API client")?;
     match args.action {
         WebhookAction::Set {
             url,
@@ -206,14 +214,18 @@ async fn controller_metrics(State(h): State<Arc<ControllerHealth>>) -> impl Into
     )
 }
 
-pub async fn controller(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn controller(
+    args: ControllerArgs,
+    ca: Option<&CaBundle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     use teledrop_controller::{
         Context as ControllerContext, LeaseSettings, Metrics, Stop, lead, leadership, run_controller,
         run_orphan_collection,
     };
 
     let database_url = args.database.resolve(None)?;
-    let storage = args.storage.resolve()?;
+    let storage = args.storage.resolve(ca)?;
     let listener = listen(args.listen).await?;
     let catalog = teledrop_catalog::connect(&database_url)
         .await

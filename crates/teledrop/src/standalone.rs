@@ -13,9 +13,13 @@ use tracing::info;
 /// The catalog of `standalone` when DATABASE_URL is not set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/teledrop.db";
 
-pub async fn run(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    args: StandaloneArgs,
+    ca: Option<&teledrop_core::tls::CaBundle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Validate everything before touching anything.
-    let ingest = args.ingest.resolve()?;
+    let ingest = args.ingest.resolve(ca)?;
     let database_url = args.database.resolve(Some(DEFAULT_DATABASE_URL))?;
     let (storage, limits) = (ingest.storage, ingest.limits);
     let policies = match &args.policy_file {

@@ -20,6 +20,7 @@ use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use teledrop_core::tls::CaBundle;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -60,9 +61,9 @@ impl Telemetry {
 /// Installs the global subscriber: logs, plus the span exporter when an
 /// OTLP endpoint is configured. `role` names the service by default.
 /// Call it inside the Tokio runtime: the gRPC exporter lives on it.
-pub fn init(format: LogFormat, role: &str) -> Telemetry {
+pub fn init(format: LogFormat, role: &str, ca: Option<&CaBundle>) -> Telemetry {
     let var = |name: &str| std::env::var(name).ok();
-    let exporter = otlp_endpoint(var).map(|endpoint| tracer_provider(&endpoint, role));
+    let exporter = otlp_endpoint(var).map(|endpoint| tracer_provider(&endpoint, role, ca));
     let (provider, failed) = match exporter {
         Some(Ok(p)) => (Some(p), None),
         Some(Err(e)) => (None, Some(e)),
@@ -76,7 +77,12 @@ pub fn init(format: LogFormat, role: &str) -> Telemetry {
     });
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: log files and collectors
+    // would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let logs = match format {
         LogFormat::Json => logs.json().with_current_span(false).boxed(),
         LogFormat::Text => logs.boxed(),
@@ -115,12 +121,21 @@ fn default_service_name(var: impl Fn(&str) -> Option<String>, role: &str) -> Opt
     (!named).then(|| format!("teledrop-{role}"))
 }
 
-fn tracer_provider(endpoint: &str, role: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+pub(crate) fn tracer_provider(
+    endpoint: &str,
+    role: &str,
+    ca: Option<&CaBundle>,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
     // Without roots of its own the exporter's TLS trusts nothing.
     if endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
-        exporter = exporter
-            .with_tls_config(opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_native_roots());
+        let tls = ClientTlsConfig::new().with_native_roots();
+        let tls = match ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca.pem())),
+            None => tls,
+        };
+        exporter = exporter.with_tls_config(tls);
     }
     let exporter = exporter.build()?;
     let resource = match default_service_name(|name| std::env::var(name).ok(), role) {

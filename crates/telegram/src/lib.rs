@@ -45,6 +45,9 @@ pub struct TelegramConfig {
     pub connect_timeout: Duration,
     /// A download that receives nothing for this long is abandoned.
     pub download_idle_timeout: Duration,
+    /// Extra roots (`TELEDROP_CA_FILE`) for a self-hosted Bot API server
+    /// behind a private CA, trusted on top of the built-in ones.
+    pub ca: Option<teledrop_core::tls::CaBundle>,
 }
 
 impl TelegramConfig {
@@ -56,6 +59,7 @@ impl TelegramConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             download_idle_timeout: Duration::from_secs(60),
+            ca: None,
         }
     }
 }
@@ -116,22 +120,24 @@ pub const POLL_TIMEOUT_SECS: u32 = 25;
 impl Telegram {
     pub fn new(config: TelegramConfig) -> Result<Self> {
         let redactor = config.token.redactor();
-        let build = |timeout: Duration| {
-            reqwest::Client::builder()
-                .connect_timeout(config.connect_timeout)
-                .timeout(timeout)
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| TelegramError::from_reqwest(e, &redactor))
+        let roots = match &config.ca {
+            Some(ca) => reqwest::Certificate::from_pem_bundle(ca.pem())
+                .map_err(|e| TelegramError::from_reqwest(e, &redactor))?,
+            None => Vec::new(),
         };
-        let api = build(config.request_timeout)?;
-        let poll = build(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS)) + config.request_timeout)?;
-        let download = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.download_idle_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| TelegramError::from_reqwest(e, &redactor))?;
+        let builder = || {
+            roots.iter().fold(
+                reqwest::Client::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .tcp_nodelay(true),
+                |b, cert| b.add_root_certificate(cert.clone()),
+            )
+        };
+        let build = |b: reqwest::ClientBuilder| b.build().map_err(|e| TelegramError::from_reqwest(e, &redactor));
+        let api = build(builder().timeout(config.request_timeout))?;
+        let poll =
+            build(builder().timeout(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS)) + config.request_timeout))?;
+        let download = build(builder().read_timeout(config.download_idle_timeout))?;
         let token = config.token.expose().to_owned();
         let bot = teloxide::Bot::with_client(token.clone(), api).set_api_url(config.api_url.clone());
         let poll_bot = teloxide::Bot::with_client(token, poll).set_api_url(config.api_url.clone());
