@@ -298,6 +298,8 @@ impl JetStreamBus {
             match e.kind() {
                 Kind::AuthorizationViolation => BusError::Credentials(what),
                 Kind::Tls => BusError::Tls(what),
+                // A failed handshake arrives as I/O wrapping rustls's error.
+                _ if is_tls_failure(&e) => BusError::Tls(what),
                 _ => BusError::Transport(what),
             }
         })?;
@@ -809,6 +811,19 @@ async fn ensure_consumer(js: &jetstream::Context, config: &JetStreamConfig) -> R
 // ---- small helpers ----------------------------------------------------------
 
 /// The URL(s) with any user info (user, password, token) masked.
+/// Whether a rustls error is somewhere in `e`'s chain of causes.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let inner = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        if c.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 pub(crate) fn redact_url(url: &str) -> String {
     url.split(',')
         .map(|part| {

@@ -9,6 +9,7 @@ pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod s3;
+pub mod tls;
 
 /// Reads a variable that `scripts/test.sh` exports, with a message that
 /// says how to get it when it is missing.

@@ -75,14 +75,19 @@ fn elements(body: &str, entry: &str, field: &str) -> Vec<String> {
 
 /// Creates an empty bucket on the server named by `TEST_S3_ENDPOINT`.
 pub async fn fresh_bucket() -> S3Bucket {
-    let endpoint = crate::require_env("TEST_S3_ENDPOINT");
+    bucket_on(crate::require_env("TEST_S3_ENDPOINT"), &reqwest::Client::new()).await
+}
+
+/// Creates an empty bucket on the moto server at `endpoint`, through
+/// `client` (which trusts the server's certificate when it is HTTPS).
+pub async fn bucket_on(endpoint: String, client: &reqwest::Client) -> S3Bucket {
     let bucket = format!("t-{}", crate::unique_suffix());
     // moto accepts unsigned requests; a plain PUT creates the bucket.
-    let resp = reqwest::Client::new()
+    let resp = client
         .put(format!("{}/{}", endpoint.trim_end_matches('/'), bucket))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("creating bucket on TEST_S3_ENDPOINT: {e}"));
+        .unwrap_or_else(|e| panic!("creating a bucket on {endpoint}: {e}"));
     assert!(resp.status().is_success(), "creating bucket: {}", resp.status());
     S3Bucket {
         endpoint,

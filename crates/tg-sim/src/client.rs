@@ -42,6 +42,17 @@ impl SimClient {
         SimClient { base: base_url, http }
     }
 
+    /// A client of an HTTPS simulator whose certificate `ca_pem` signed.
+    pub fn trusting(base_url: url::Url, ca_pem: &[u8]) -> Self {
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("the CA as PEM");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(ca)
+            .build()
+            .expect("reqwest client trusting the test CA");
+        SimClient { base: base_url, http }
+    }
+
     /// The simulator's root URL.
     pub fn base_url(&self) -> &url::Url {
         &self.base

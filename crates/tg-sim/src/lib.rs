@@ -51,6 +51,7 @@ mod params;
 mod reply;
 mod state;
 mod text;
+mod tls;
 mod types;
 mod updates;
 pub mod webhook;
@@ -75,6 +76,8 @@ use state::Inner;
 pub struct Sim {
     inner: Arc<Inner>,
     addr: SocketAddr,
+    /// The CA that signed the HTTPS certificate; `None`: plain HTTP.
+    ca_pem: Option<Arc<[u8]>>,
     server: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -90,7 +93,29 @@ impl Sim {
     /// tasks until [`Sim::shutdown`].
     pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Sim> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+        Ok(Self::serve(config, listener, None))
+    }
+
+    /// Like [`Sim::start`], over HTTPS with the given certificate chain
+    /// and key (PEM); `ca_pem` is what clients must trust, used by
+    /// [`Sim::control`]. [`Sim::base_url`] becomes `https://localhost:PORT/`.
+    pub async fn start_https(
+        config: SimConfig,
+        addr: SocketAddr,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: &[u8],
+    ) -> std::io::Result<Sim> {
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tls::TlsListener::new(tcp, cert_chain_pem, key_pem)?;
+        Ok(Self::serve(config, listener, Some(ca_pem.into())))
+    }
+
+    fn serve<L>(config: SimConfig, listener: L, ca_pem: Option<Arc<[u8]>>) -> Sim
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        let addr = listener.local_addr().expect("a bound listener has an address");
         let inner = Inner::new(config);
         let app = control::router().fallback(botapi::handle).with_state(inner.clone());
         tokio::spawn(webhook::dispatcher(inner.clone()));
@@ -101,12 +126,13 @@ impl Sim {
                 tracing::error!(error = %e, "tg-sim server failed");
             }
         });
-        tracing::info!(%addr, local_mode = inner.config.local_mode, "tg-sim listening");
-        Ok(Sim {
+        tracing::info!(%addr, local_mode = inner.config.local_mode, https = ca_pem.is_some(), "tg-sim listening");
+        Sim {
             inner,
             addr,
+            ca_pem,
             server: Arc::new(tokio::sync::Mutex::new(Some(server))),
-        })
+        }
     }
 
     /// The address the server is bound to.
@@ -128,6 +154,11 @@ impl Sim {
                 SocketAddr::V6(a) => format!("[{}]", a.ip()),
             }
         };
+        if self.ca_pem.is_some() {
+            // The test certificate names `localhost`.
+            return url::Url::parse(&format!("https://localhost:{}/", self.addr.port()))
+                .expect("a host and port make a valid URL");
+        }
         url::Url::parse(&format!("http://{host}:{}/", self.addr.port())).expect("a host and port make a valid URL")
     }
 
@@ -143,7 +174,10 @@ impl Sim {
 
     /// A client of this simulator's control API.
     pub fn control(&self) -> SimClient {
-        SimClient::new(self.base_url())
+        match &self.ca_pem {
+            Some(ca) => SimClient::trusting(self.base_url(), ca),
+            None => SimClient::new(self.base_url()),
+        }
     }
 
     /// Stops serving: waiting long polls and chat-log waits return,
