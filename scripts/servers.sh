@@ -97,3 +97,33 @@ export TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 wait_for moto "$!" python3 -c "import urllib.request; urllib.request.urlopen('$TEST_S3_ENDPOINT/')"
 log "moto (S3) on $TEST_S3_ENDPOINT"
 
+
+# ------------------------------------------ object storage beyond S3 (storage)
+# Owned by crates/storage's tests. Azurite (Azure Blob) from npm, kept in our
+# cache like moto's virtualenv; exported as TEST_AZURE_ENDPOINT.
+AZURITE_VERSION=3.35.0
+AZURITE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/teledrop/azurite-$AZURITE_VERSION
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  command -v npm >/dev/null || { log "installing nodejs and npm"; apt_install nodejs npm; }
+  log "installing azurite $AZURITE_VERSION into $AZURITE_DIR"
+  mkdir -p "$AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+fi
+AZURE_PORT=$(free_port)
+"$AZURITE_DIR/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$AZURE_PORT" \
+  --inMemoryPersistence --disableTelemetry --skipApiVersionCheck >"$WORK/azurite.log" 2>&1 &
+PIDS+=($!)
+export TEST_AZURE_ENDPOINT="http://127.0.0.1:$AZURE_PORT"
+wait_for azurite "$!" bash -c "exec 3<>/dev/tcp/127.0.0.1/$AZURE_PORT"
+log "azurite (Azure Blob) on $TEST_AZURE_ENDPOINT"
+# GCS: object_store's GCS client speaks only GCS's XML API (the S3-style
+# protocol: path-style objects, list-type=2, ?uploads multipart), and no
+# GCS emulator installable from PyPI or npm implements it (gcp-storage-
+# emulator: XML GET/PUT only; fake-gcs-server 1.54, the build the PyPI
+# wrapper ships: no XML DELETE, its path-style PUT refuses object_store's
+# request). moto serves that same XML protocol, so the GCS suite runs
+# object_store's GCS client against it (its static OAuth token shaped so
+# that moto routes the requests to its S3; see crates/storage/tests).
+export TEST_GCS_ENDPOINT="$TEST_S3_ENDPOINT"
+# The storage TLS test starts its own moto over HTTPS with a throwaway CA.
+export TEST_MOTO_BIN="$MOTO"

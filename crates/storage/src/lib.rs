@@ -1,13 +1,18 @@
 //! Object storage adapter on `object_store`.
 //!
 //! One [`Storage`] per storage URL: `file:///abs/dir` (or a plain folder
-//! path), `memory://`, `s3://bucket[/prefix]`. Uploads are streamed (multipart
-//! above one part, a single atomic put below), hashed on the way, and aborted
-//! on any failure so that nothing is ever half-written under a live key.
-//! Uploads a killed process left unfinished can be listed and aborted
-//! ([`Storage::unfinished_uploads`]).
+//! path), `memory://`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`,
+//! `az://container[/prefix]` (see [`Storage::open`]). Uploads are streamed
+//! (multipart above one part, a single atomic put below), hashed on the
+//! way, and aborted on any failure so that nothing is ever half-written
+//! under a live key. Uploads a killed process left unfinished can be
+//! listed and aborted ([`Storage::unfinished_uploads`]).
 
+mod azure_uploads;
+mod client;
 mod error;
+mod local_uploads;
+mod open;
 mod target;
 mod uploads;
 
@@ -22,11 +27,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
 };
@@ -34,9 +35,9 @@ use sha2::Digest;
 use teledrop_core::{ObjectKey, Sha256};
 use tokio::io::AsyncReadExt;
 
+use azure_uploads::AzureUploads;
 pub use error::StorageError;
-use target::Target;
-use uploads::S3Uploads;
+use uploads::MultipartUploads;
 pub use uploads::UnfinishedUpload;
 
 /// Size of one multipart part (S3's minimum for all but the last part).
@@ -61,9 +62,14 @@ pub struct Storage {
 
 #[derive(Debug)]
 enum Kind {
-    Local { root: PathBuf },
+    Local {
+        root: PathBuf,
+    },
     Memory,
-    S3(Arc<S3Uploads>),
+    /// S3 and GCS: unfinished uploads are XML multipart uploads.
+    Multipart(Arc<MultipartUploads>),
+    /// Azure: unfinished uploads are blobs with uncommitted blocks only.
+    Azure(Arc<AzureUploads>),
 }
 
 impl fmt::Debug for Storage {
@@ -113,111 +119,12 @@ impl fmt::Debug for ObjectRead {
 }
 
 impl Storage {
-    /// Opens the store named by `url`: `file:///abs/dir` (created if
-    /// missing), a plain folder path (relative ones are made absolute),
-    /// `memory://` (a new empty store), or `s3://bucket[/prefix]`
-    /// configured from the `AWS_*` environment (`AWS_ENDPOINT_URL` /
-    /// `AWS_ENDPOINT`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, …), path-style requests
-    /// unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` says otherwise.
-    pub fn from_url(url: &str) -> Result<Storage, StorageError> {
-        Self::from_url_with_options(url, std::iter::empty())
-    }
-
-    /// Like [`Storage::from_url`], with options that override the
-    /// environment. Keys are object_store's `AmazonS3ConfigKey` names
-    /// (`aws_endpoint`, `aws_region`, `aws_access_key_id`,
-    /// `aws_secret_access_key`, `aws_allow_http`, …), case-insensitive; an
-    /// unknown key is a [`StorageError::Config`]. The local and memory stores
-    /// take no options and ignore them.
-    pub fn from_url_with_options(
-        url: &str,
-        options: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Storage, StorageError> {
-        // object_store's HTTP client (reqwest 0.13 without a compiled-in
-        // provider) takes the process default.
-        teledrop_core::tls::install_crypto_provider();
-        match target::parse(url)? {
-            Target::Local { dir } => Self::local(dir),
-            Target::Memory { prefix } => {
-                let description = if prefix.as_ref().is_empty() {
-                    "memory://".to_owned()
-                } else {
-                    format!("memory:///{prefix}")
-                };
-                Ok(Self::new(
-                    with_prefix(InMemory::new(), prefix),
-                    Kind::Memory,
-                    description,
-                ))
-            }
-            Target::S3 { bucket, prefix } => Self::s3(&bucket, prefix, options),
-        }
-    }
-
     fn new(store: Arc<dyn ObjectStore>, kind: Kind, description: String) -> Self {
         Self {
             store,
             kind: Arc::new(kind),
             description: description.into(),
         }
-    }
-
-    fn local(dir: PathBuf) -> Result<Storage, StorageError> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StorageError::Config(format!("cannot create the storage folder {}: {e}", dir.display())))?;
-        let root = std::fs::canonicalize(&dir)
-            .map_err(|e| StorageError::Config(format!("cannot resolve the storage folder {}: {e}", dir.display())))?;
-        if !root.is_dir() {
-            return Err(StorageError::Config(format!(
-                "the storage path {} is not a folder",
-                root.display()
-            )));
-        }
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| StorageError::Config(e.to_string()))?
-            // Deleting the last blob of a fan-out folder removes the folder.
-            .with_automatic_cleanup(true);
-        let description = url::Url::from_file_path(&root)
-            .map(|u| u.to_string())
-            .unwrap_or_else(|()| format!("file://{}", root.display()));
-        Ok(Self::new(Arc::new(store), Kind::Local { root }, description))
-    }
-
-    fn s3(
-        bucket: &str,
-        prefix: Path,
-        options: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Storage, StorageError> {
-        let mut builder = AmazonS3Builder::from_env().with_url(format!("s3://{bucket}"));
-        for (key, value) in options {
-            let parsed: AmazonS3ConfigKey = key
-                .to_ascii_lowercase()
-                .parse()
-                .map_err(|_| StorageError::Config(format!("unknown S3 storage option {key:?}")))?;
-            builder = builder.with_config(parsed, value);
-        }
-        let endpoint = builder
-            .get_config_value(&AmazonS3ConfigKey::Endpoint)
-            .and_then(|e| public_endpoint(&e));
-        let store = builder
-            .clone()
-            .build()
-            .map_err(|e| StorageError::Config(format!("S3 store for bucket {bucket:?}: {e}")))?;
-        let uploads = S3Uploads::new(&builder, store.clone(), bucket, &prefix)?;
-        let mut description = format!("s3://{bucket}");
-        if !prefix.as_ref().is_empty() {
-            description.push('/');
-            description.push_str(prefix.as_ref());
-        }
-        if let Some(endpoint) = endpoint {
-            description.push_str(&format!(" (endpoint {endpoint})"));
-        }
-        Ok(Self::new(
-            with_prefix(store, prefix),
-            Kind::S3(Arc::new(uploads)),
-            description,
-        ))
     }
 
     /// Where the objects live, for logs: `file:///data/objects`,
@@ -264,28 +171,27 @@ impl Storage {
             total: 0,
             pending: Vec::new(),
             pending_len: 0,
-            upload: UploadGuard(None),
+            upload: UploadGuard(None, self.clone(), key.clone()),
         };
         let pumped = self
             .pump(&location, std::pin::pin!(source), &mut state, expected_size, limit)
             .await;
         if let Err(err) = pumped {
-            if let Some(writer) = state.upload.0.take()
-                && let Err(abort) = writer.abort().await
-            {
-                tracing::warn!(
-                    storage = %self.description,
-                    key = %key,
-                    error = %abort,
-                    "aborting a failed multipart upload failed"
-                );
+            if let Some(writer) = state.upload.0.take() {
+                self.abort_writer(writer, key).await;
             }
             return Err(err);
         }
         match state.upload.0.take() {
-            // `finish` aborts the upload itself when it fails.
             Some(writer) => {
-                writer.finish().await.map_err(StorageError::Store)?;
+                // `finish` aborts the upload itself when it fails; Azure's
+                // blocks need dropping on top (see `abort_writer`).
+                if let Err(e) = writer.finish().await {
+                    if let Kind::Azure(uploads) = &*self.kind {
+                        discard_azure_blocks(uploads, key).await;
+                    }
+                    return Err(StorageError::Store(e));
+                }
             }
             None => {
                 let payload: PutPayload = state.pending.drain(..).collect();
@@ -296,6 +202,22 @@ impl Storage {
             size: state.total,
             sha256: Sha256::from_bytes(state.hasher.finalize().into()),
         })
+    }
+
+    /// Aborts a multipart upload; on Azure, whose abort is a no-op in
+    /// object_store, also drops the uploaded blocks.
+    async fn abort_writer(&self, writer: WriteMultipart, key: &ObjectKey) {
+        if let Err(abort) = writer.abort().await {
+            tracing::warn!(
+                storage = %self.description,
+                key = %key,
+                error = %abort,
+                "aborting a failed multipart upload failed"
+            );
+        }
+        if let Kind::Azure(uploads) = &*self.kind {
+            discard_azure_blocks(uploads, key).await;
+        }
     }
 
     async fn pump<S, E>(
@@ -447,12 +369,13 @@ impl Storage {
     pub fn unfinished_uploads(&self, prefix: &str) -> BoxStream<'static, Result<UnfinishedUpload, StorageError>> {
         match &*self.kind {
             Kind::Memory => stream::empty().boxed(),
-            Kind::S3(uploads) => uploads.clone().list(prefix),
+            Kind::Multipart(uploads) => uploads.clone().list(prefix),
+            Kind::Azure(uploads) => uploads.clone().list(prefix),
             Kind::Local { root } => {
                 let (root, prefix) = (root.clone(), prefix.to_owned());
                 stream::once(async move {
                     let found = tokio::task::spawn_blocking(move || {
-                        uploads::local_staging_files(&root, &prefix).map_err(|e| local_error(&root, e))
+                        local_uploads::local_staging_files(&root, &prefix).map_err(|e| local_error(&root, e))
                     })
                     .await
                     .map_err(|e| StorageError::Store(e.into()))??;
@@ -469,11 +392,12 @@ impl Storage {
     pub async fn abort_upload(&self, upload: &UnfinishedUpload) -> Result<(), StorageError> {
         match &*self.kind {
             Kind::Memory => Ok(()),
-            Kind::S3(uploads) => uploads.abort(upload).await,
+            Kind::Multipart(uploads) => uploads.abort(upload).await,
+            Kind::Azure(uploads) => uploads.abort(upload).await,
             Kind::Local { root } => {
                 let (root, upload) = (root.clone(), upload.clone());
                 tokio::task::spawn_blocking(move || {
-                    uploads::remove_local_staging_file(&root, &upload).map_err(|e| local_error(&root, e))
+                    local_uploads::remove_local_staging_file(&root, &upload).map_err(|e| local_error(&root, e))
                 })
                 .await
                 .map_err(|e| StorageError::Store(e.into()))?
@@ -518,7 +442,7 @@ impl Storage {
                     ));
                 }
             }
-            Kind::Memory | Kind::S3(_) => {}
+            Kind::Memory | Kind::Multipart(_) | Kind::Azure(_) => {}
         }
         match self.store.head(&Path::from(PING_KEY)).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -538,32 +462,29 @@ struct PutState {
 
 /// Aborts a multipart upload that was neither finished nor aborted, e.g.
 /// when the `put_stream` future is dropped mid-way.
-struct UploadGuard(Option<WriteMultipart>);
+struct UploadGuard(Option<WriteMultipart>, Storage, ObjectKey);
 
 impl Drop for UploadGuard {
     fn drop(&mut self) {
         if let Some(writer) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
-                if let Err(e) = writer.abort().await {
-                    tracing::warn!(error = %e, "aborting an abandoned multipart upload failed");
-                }
-            });
+            let (storage, key) = (self.1.clone(), self.2.clone());
+            runtime.spawn(async move { storage.abort_writer(writer, &key).await });
         }
+    }
+}
+
+/// Drops what an aborted Azure upload left (object_store's abort cannot);
+/// a failure leaves blocks Azure expires within a week, so it is logged.
+async fn discard_azure_blocks(uploads: &AzureUploads, key: &ObjectKey) {
+    if let Err(e) = uploads.discard_relative(key.as_str()).await {
+        tracing::warn!(key = %key, error = %e, "dropping the blocks of an aborted Azure upload failed");
     }
 }
 
 fn location(key: &ObjectKey) -> Path {
     Path::from(key.as_str())
-}
-
-fn with_prefix<T: ObjectStore>(store: T, prefix: Path) -> Arc<dyn ObjectStore> {
-    if prefix.as_ref().is_empty() {
-        Arc::new(store)
-    } else {
-        Arc::new(PrefixStore::new(store, prefix))
-    }
 }
 
 fn info(meta: ObjectMeta) -> ObjectInfo {
@@ -573,16 +494,6 @@ fn info(meta: ObjectMeta) -> ObjectInfo {
         last_modified: meta.last_modified,
         e_tag: meta.e_tag,
     }
-}
-
-/// The endpoint without user info, query or fragment, for `describe`.
-fn public_endpoint(endpoint: &str) -> Option<String> {
-    let mut url = url::Url::parse(endpoint).ok()?;
-    url.set_username("").ok()?;
-    url.set_password(None).ok()?;
-    url.set_query(None);
-    url.set_fragment(None);
-    Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn local_error(path: &std::path::Path, e: std::io::Error) -> StorageError {
@@ -628,91 +539,6 @@ fn local_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s3_options(secret: &str) -> Vec<(String, String)> {
-        [
-            ("aws_endpoint", "http://user:pw@127.0.0.1:9/?x=1"),
-            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-            ("aws_secret_access_key", secret),
-            ("aws_region", "us-east-1"),
-            ("aws_allow_http", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-    }
-
-    #[test]
-    fn relative_folder_is_made_absolute_and_created() {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = tmp.path().canonicalize().unwrap().join("nested/objects");
-        // A relative path from the current folder to the temporary one.
-        let cwd = std::env::current_dir().unwrap();
-        let ups = "../".repeat(cwd.components().count() - 1);
-        let relative = format!("./{ups}{}", target.strip_prefix("/").unwrap().to_str().unwrap());
-        let storage = Storage::from_url(&relative).unwrap();
-        assert!(target.is_dir(), "{} not created", target.display());
-        assert_eq!(storage.describe(), format!("file://{}", target.display()));
-    }
-
-    #[test]
-    fn file_url_is_created() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap().join("objects");
-        let storage = Storage::from_url(&format!("file://{}", dir.display())).unwrap();
-        assert!(dir.is_dir());
-        assert_eq!(storage.describe(), format!("file://{}", dir.display()));
-        assert!(format!("{storage:?}").contains(&storage.describe()));
-    }
-
-    #[test]
-    fn a_file_in_the_way_is_a_config_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("plain-file");
-        std::fs::write(&file, b"x").unwrap();
-        let err = Storage::from_url(file.to_str().unwrap()).unwrap_err();
-        assert!(matches!(err, StorageError::Config(_)), "{err:?}");
-    }
-
-    #[test]
-    fn memory_url() {
-        assert_eq!(Storage::from_url("memory://").unwrap().describe(), "memory://");
-        assert_eq!(Storage::from_url("memory:///p/q").unwrap().describe(), "memory:///p/q");
-    }
-
-    #[test]
-    fn s3_url_with_prefix_and_no_secrets_shown() {
-        let storage = Storage::from_url_with_options("s3://bucket/some/prefix", s3_options("s3cr3t-value")).unwrap();
-        let described = storage.describe();
-        assert_eq!(described, "s3://bucket/some/prefix (endpoint http://127.0.0.1:9)");
-        let debug = format!("{storage:?}");
-        for shown in [&described, &debug] {
-            assert!(!shown.contains("s3cr3t-value"), "{shown}");
-            assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
-            assert!(!shown.contains("pw"), "{shown}");
-        }
-    }
-
-    #[test]
-    fn unknown_s3_option_is_rejected() {
-        let mut options = s3_options("x");
-        options.push(("aws_no_such_thing".into(), "1".into()));
-        let err = Storage::from_url_with_options("s3://bucket", options).unwrap_err();
-        match err {
-            StorageError::Config(msg) => assert!(msg.contains("aws_no_such_thing"), "{msg}"),
-            other => panic!("expected Config, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn unsupported_schemes_are_invalid_urls() {
-        for (url, needle) in [("gs://b", "gs://"), ("az://c", "az://"), ("ftp://h/x", "ftp")] {
-            match Storage::from_url(url).unwrap_err() {
-                StorageError::InvalidUrl(msg) => assert!(msg.contains(needle), "{msg}"),
-                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
-            }
-        }
-    }
 
     #[tokio::test]
     async fn ping_fails_when_the_local_folder_is_gone() {

@@ -1,27 +1,29 @@
-//! Uploads that were started and never finished: S3 multipart uploads and
-//! the local store's staging files.
+//! Multipart uploads that were started and never finished, on the stores
+//! that speak S3's XML protocol for them: S3 and Google Cloud Storage.
 //!
-//! A process killed mid-upload cannot abort its own upload, and S3 keeps
-//! (and bills for) the parts of an unfinished multipart upload until
+//! A process killed mid-upload cannot abort its own upload, and both keep
+//! (and bill for) the parts of an unfinished multipart upload until
 //! someone aborts it. object_store can abort an upload whose id it knows
-//! but cannot list them, so the listing here is S3's
-//! `ListMultipartUploads`, signed with the store's own credentials.
+//! but cannot list them, so the listing here is `ListMultipartUploads`
+//! (`GET /bucket?uploads`, the same request and answer on GCS's XML API),
+//! signed with the store's own credentials.
 
 use std::fmt;
-use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ClientOptions;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ClientOptions};
 use serde::Deserialize;
 
 use crate::StorageError;
+use crate::client::truthy;
 
 /// An upload that was started and neither completed nor aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,86 +31,76 @@ pub struct UnfinishedUpload {
     /// The key it would have written, relative to the store's root (and
     /// prefix).
     pub key: String,
-    /// The store's handle on it: S3's upload id; the local store's staging
-    /// file suffix.
+    /// The store's handle on it: S3's and GCS's upload id; the local
+    /// store's staging file suffix; Azure's blob name.
     pub id: String,
-    /// When it began (S3), or when its staging file was last written (the
-    /// local store). Some S3-compatible servers report a fixed date.
+    /// When it began (S3, GCS), or when it was last written (the local
+    /// store, Azure). Some S3-compatible servers report a fixed date.
     pub initiated: DateTime<Utc>,
 }
 
-/// Lists and aborts the multipart uploads of one S3 bucket (and key
-/// prefix).
-pub(crate) struct S3Uploads {
+/// GCS's XML API root when no other is configured.
+const GCS_DEFAULT_BASE_URL: &str = "https://storage.googleapis.com";
+
+/// How listing requests are authorised: as the store signs its own.
+enum Signing {
+    Unsigned,
+    Aws {
+        store: AmazonS3,
+        region: String,
+        sign_payload: bool,
+        request_payer: bool,
+    },
+    /// OAuth bearer tokens; an empty one (emulators) is sent as none.
+    Google(GoogleCloudStorage),
+}
+
+/// Lists and aborts the multipart uploads of one bucket (and key prefix)
+/// on S3 or GCS.
+pub(crate) struct MultipartUploads {
+    /// Names the store in errors: "S3", "GCS".
+    store_name: &'static str,
     /// Without the storage URL's prefix: keys here are full keys.
-    store: AmazonS3,
+    multipart: Arc<dyn MultipartStore>,
     bucket_url: url::Url,
-    region: String,
     client: HttpClient,
-    skip_signature: bool,
-    sign_payload: bool,
-    request_payer: bool,
+    signing: Signing,
     /// The storage URL's key prefix followed by `/`, or empty.
     key_prefix: String,
     /// Why listing cannot work with this configuration.
     unsupported: Option<&'static str>,
 }
 
-impl fmt::Debug for S3Uploads {
+impl fmt::Debug for MultipartUploads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the store or the client: their Debug may show credentials.
-        f.debug_struct("S3Uploads")
+        f.debug_struct("MultipartUploads")
+            .field("store", &self.store_name)
             .field("bucket_url", &self.bucket_url.as_str())
             .field("key_prefix", &self.key_prefix)
             .finish_non_exhaustive()
     }
 }
 
-/// The HTTP client settings the store itself uses (TLS, proxy, timeouts).
-const CLIENT_KEYS: [ClientConfigKey; 20] = [
-    ClientConfigKey::AllowHttp,
-    ClientConfigKey::AllowInvalidCertificates,
-    ClientConfigKey::NoSystemCertificates,
-    ClientConfigKey::ConnectTimeout,
-    ClientConfigKey::DefaultContentType,
-    ClientConfigKey::Http1Only,
-    ClientConfigKey::Http2KeepAliveInterval,
-    ClientConfigKey::Http2KeepAliveTimeout,
-    ClientConfigKey::Http2KeepAliveWhileIdle,
-    ClientConfigKey::Http2MaxFrameSize,
-    ClientConfigKey::Http2Only,
-    ClientConfigKey::PoolIdleTimeout,
-    ClientConfigKey::PoolMaxIdlePerHost,
-    ClientConfigKey::ProxyUrl,
-    ClientConfigKey::ProxyCaCertificate,
-    ClientConfigKey::ProxyExcludes,
-    ClientConfigKey::RandomizeAddresses,
-    ClientConfigKey::ReadTimeout,
-    ClientConfigKey::Timeout,
-    ClientConfigKey::UserAgent,
-];
-
-/// object_store's reading of a boolean setting (the builder accepted it).
-fn truthy(value: Option<String>) -> bool {
-    value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y"))
+fn key_prefix(prefix: &Path) -> String {
+    if prefix.as_ref().is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
 }
 
-fn s3_error(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
-    StorageError::Store(object_store::Error::Generic {
-        store: "S3",
-        source: source.into(),
-    })
-}
-
-impl S3Uploads {
+impl MultipartUploads {
     /// Reads from `builder` what the listing request needs (the same
-    /// endpoint, region and client settings as `store`, which it built).
-    pub(crate) fn new(
+    /// endpoint and region as `store`, which it built); `client` carries
+    /// the store's client settings (TLS roots, proxy, timeouts).
+    pub(crate) fn s3(
         builder: &AmazonS3Builder,
         store: AmazonS3,
         bucket: &str,
         prefix: &Path,
-    ) -> Result<S3Uploads, StorageError> {
+        client: &ClientOptions,
+    ) -> Result<MultipartUploads, StorageError> {
         let get = |key: AmazonS3ConfigKey| builder.get_config_value(&key);
         let region = get(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
         let virtual_hosted = truthy(get(AmazonS3ConfigKey::VirtualHostedStyleRequest));
@@ -121,35 +113,64 @@ impl S3Uploads {
             None if virtual_hosted => format!("https://{bucket}.s3.{region}.amazonaws.com"),
             None => format!("https://s3.{region}.amazonaws.com/{bucket}"),
         };
-        let bucket_url = url::Url::parse(&bucket_url)
-            .map_err(|e| StorageError::Config(format!("S3 endpoint of bucket {bucket:?}: {e}")))?;
-        let mut options = ClientOptions::new();
-        for key in CLIENT_KEYS {
-            if let Some(value) = get(AmazonS3ConfigKey::Client(key)) {
-                options = options.with_config(key, value);
-            }
-        }
-        let client = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| StorageError::Config(format!("S3 client for bucket {bucket:?}: {e}")))?;
-        let key_prefix = if prefix.as_ref().is_empty() {
-            String::new()
+        let signing = if truthy(get(AmazonS3ConfigKey::SkipSignature)) {
+            Signing::Unsigned
         } else {
-            format!("{prefix}/")
+            Signing::Aws {
+                store: store.clone(),
+                region,
+                sign_payload: !truthy(get(AmazonS3ConfigKey::UnsignedPayload)),
+                request_payer: truthy(get(AmazonS3ConfigKey::RequestPayer)),
+            }
         };
-        Ok(S3Uploads {
-            store,
-            bucket_url,
-            region,
-            client,
-            skip_signature: truthy(get(AmazonS3ConfigKey::SkipSignature)),
-            sign_payload: !truthy(get(AmazonS3ConfigKey::UnsignedPayload)),
-            request_payer: truthy(get(AmazonS3ConfigKey::RequestPayer)),
-            key_prefix,
+        Ok(MultipartUploads {
+            store_name: "S3",
+            multipart: Arc::new(store),
+            bucket_url: parse_bucket_url("S3", bucket, &bucket_url)?,
+            client: connect("S3", bucket, client)?,
+            signing,
+            key_prefix: key_prefix(prefix),
             // Directory buckets sign with session credentials object_store
             // keeps to itself.
             unsupported: truthy(get(AmazonS3ConfigKey::S3Express))
                 .then_some("listing unfinished uploads is not supported for S3 Express One Zone buckets"),
+        })
+    }
+
+    /// Like [`MultipartUploads::s3`] for GCS. The XML API root is the
+    /// configured `google_base_url`, else GCS's own (a base URL given only
+    /// inside a service-account file is not seen here).
+    pub(crate) fn gcs(
+        builder: &GoogleCloudStorageBuilder,
+        store: GoogleCloudStorage,
+        bucket: &str,
+        prefix: &Path,
+        client: &ClientOptions,
+    ) -> Result<MultipartUploads, StorageError> {
+        let base = builder
+            .get_config_value(&GoogleConfigKey::BaseUrl)
+            .unwrap_or_else(|| GCS_DEFAULT_BASE_URL.to_owned());
+        let bucket_url = format!("{}/{bucket}", base.trim_end_matches('/'));
+        let signing = if truthy(builder.get_config_value(&GoogleConfigKey::SkipSignature)) {
+            Signing::Unsigned
+        } else {
+            Signing::Google(store.clone())
+        };
+        Ok(MultipartUploads {
+            store_name: "GCS",
+            multipart: Arc::new(store),
+            bucket_url: parse_bucket_url("GCS", bucket, &bucket_url)?,
+            client: connect("GCS", bucket, client)?,
+            signing,
+            key_prefix: key_prefix(prefix),
+            unsupported: None,
+        })
+    }
+
+    fn error(&self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+        StorageError::Store(object_store::Error::Generic {
+            store: self.store_name,
+            source: source.into(),
         })
     }
 
@@ -211,39 +232,63 @@ impl S3Uploads {
             .method(http::Method::GET)
             .uri(url.as_str())
             .body(HttpRequestBody::empty())
-            .map_err(s3_error)?;
-        if !self.skip_signature {
-            let credential = self
-                .store
-                .credentials()
-                .get_credential()
-                .await
-                .map_err(StorageError::Store)?;
-            AwsAuthorizer::new(&credential, "s3", &self.region)
-                .with_sign_payload(self.sign_payload)
-                .with_request_payer(self.request_payer)
-                .try_authorize(&mut request, None)
-                .map_err(StorageError::Store)?;
-        }
-        let response = self.client.execute(request).await.map_err(s3_error)?;
+            .map_err(|e| self.error(e))?;
+        self.sign(&mut request).await?;
+        let response = self.client.execute(request).await.map_err(|e| self.error(e))?;
         let status = response.status();
-        let body = response.into_body().bytes().await.map_err(s3_error)?;
+        let body = response.into_body().bytes().await.map_err(|e| self.error(e))?;
         if !status.is_success() {
-            // S3's error document names the problem (AccessDenied, …); it
+            // The error document names the problem (AccessDenied, …); it
             // carries no secrets.
             let detail = quick_xml::de::from_reader::<_, S3ErrorBody>(body.as_ref())
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .unwrap_or_default();
-            return Err(s3_error(format!("listing multipart uploads: HTTP {status} {detail}")));
+            return Err(self.error(format!("listing multipart uploads: HTTP {status} {detail}")));
         }
         quick_xml::de::from_reader(body.as_ref())
-            .map_err(|e| s3_error(format!("listing multipart uploads: unexpected answer: {e}")))
+            .map_err(|e| self.error(format!("listing multipart uploads: unexpected answer: {e}")))
+    }
+
+    async fn sign(&self, request: &mut http::Request<HttpRequestBody>) -> Result<(), StorageError> {
+        match &self.signing {
+            Signing::Unsigned => {}
+            Signing::Aws {
+                store,
+                region,
+                sign_payload,
+                request_payer,
+            } => {
+                let credential = store
+                    .credentials()
+                    .get_credential()
+                    .await
+                    .map_err(StorageError::Store)?;
+                AwsAuthorizer::new(&credential, "s3", region)
+                    .with_sign_payload(*sign_payload)
+                    .with_request_payer(*request_payer)
+                    .try_authorize(request, None)
+                    .map_err(StorageError::Store)?;
+            }
+            Signing::Google(store) => {
+                let credential = store
+                    .credentials()
+                    .get_credential()
+                    .await
+                    .map_err(StorageError::Store)?;
+                if !credential.bearer.is_empty() {
+                    let value = http::HeaderValue::try_from(format!("Bearer {}", credential.bearer))
+                        .map_err(|e| self.error(e))?;
+                    request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn abort(&self, upload: &UnfinishedUpload) -> Result<(), StorageError> {
         let location =
             Path::parse(format!("{}{}", self.key_prefix, upload.key)).map_err(|e| StorageError::Store(e.into()))?;
-        match self.store.abort_multipart(&location, &upload.id).await {
+        match self.multipart.abort_multipart(&location, &upload.id).await {
             // Aborted meanwhile, by someone else or an earlier try.
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::Store(e)),
@@ -251,9 +296,19 @@ impl S3Uploads {
     }
 }
 
+fn parse_bucket_url(store: &str, bucket: &str, url: &str) -> Result<url::Url, StorageError> {
+    url::Url::parse(url).map_err(|e| StorageError::Config(format!("{store} endpoint of bucket {bucket:?}: {e}")))
+}
+
+fn connect(store: &str, bucket: &str, options: &ClientOptions) -> Result<HttpClient, StorageError> {
+    ReqwestConnector::default()
+        .connect(options)
+        .map_err(|e| StorageError::Config(format!("{store} client for bucket {bucket:?}: {e}")))
+}
+
 /// SigV4's encoding of a query value: everything but `A-Z a-z 0-9 - _ . ~`
 /// as `%XX`. Sent exactly as it is signed, so no server can read a `+` or
-/// a `/` differently from the signature.
+/// a `/` differently from the signature (GCS reads it the same way).
 fn aws_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
@@ -306,129 +361,9 @@ struct S3ErrorBody {
     message: String,
 }
 
-// ------------------------------------------------------------ local store
-
-/// object_store's local store writes every upload to `<key>#<n>` next to
-/// its destination and renames it into place when complete: a process
-/// killed before that leaves the staging file behind.
-fn staging_key(root: &FsPath, path: &FsPath) -> Option<(String, String)> {
-    let relative = path.strip_prefix(root).ok()?.to_str()?;
-    let (key, id) = relative.rsplit_once('#')?;
-    let numbered = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
-    numbered.then(|| (key.to_owned(), id.to_owned()))
-}
-
-fn confined(prefix: &str) -> Result<(), std::io::Error> {
-    if prefix.split('/').any(|seg| seg == ".." || seg == ".") || prefix.starts_with('/') {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{prefix:?} leaves the storage folder"),
-        ));
-    }
-    Ok(())
-}
-
-/// The staging files under `root` whose key starts with `prefix`.
-/// Blocking: call it off the async runtime.
-pub(crate) fn local_staging_files(root: &FsPath, prefix: &str) -> Result<Vec<UnfinishedUpload>, std::io::Error> {
-    confined(prefix)?;
-    // Only the folder up to the prefix's last `/` can hold matches.
-    let start = match prefix.rsplit_once('/') {
-        Some((folder, _)) => root.join(folder),
-        None => root.to_owned(),
-    };
-    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    let mut found = Vec::new();
-    let mut folders: Vec<PathBuf> = vec![start];
-    while let Some(folder) = folders.pop() {
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            // Fan-out folders go away with their last object.
-            Err(e) if gone(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            // Entries vanish while we look (uploads completing, folders
-            // cleaned up): skip those.
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let path = entry.path();
-            if meta.is_dir() {
-                folders.push(path);
-                continue;
-            }
-            let Some((key, id)) = staging_key(root, &path) else {
-                continue;
-            };
-            if key.starts_with(prefix) {
-                found.push(UnfinishedUpload {
-                    key,
-                    id,
-                    initiated: meta.modified()?.into(),
-                });
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// Removes a staging file found by [`local_staging_files`]; one that is
-/// gone already is not an error. Blocking.
-pub(crate) fn remove_local_staging_file(root: &FsPath, upload: &UnfinishedUpload) -> Result<(), std::io::Error> {
-    confined(&upload.key)?;
-    if upload.id.is_empty() || !upload.id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{:?} is not a staging file suffix", upload.id),
-        ));
-    }
-    match std::fs::remove_file(root.join(format!("{}#{}", upload.key, upload.id))) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn staging_files_are_told_from_objects() {
-        let root = FsPath::new("/data");
-        let at = |p: &str| staging_key(root, &root.join(p));
-        assert_eq!(at("blobs/a/b/k#1"), Some(("blobs/a/b/k".into(), "1".into())));
-        assert_eq!(at("blobs/a/b/k#12"), Some(("blobs/a/b/k".into(), "12".into())));
-        // object_store's own rule: a `#` suffix with a non-digit is a name.
-        assert_eq!(at("blobs/a/b/k#x1"), None);
-        assert_eq!(at("blobs/a/b/k#"), None);
-        assert_eq!(at("blobs/a#1/b/k"), None);
-        assert_eq!(at("blobs/a/b/k"), None);
-    }
-
-    #[test]
-    fn prefixes_stay_inside_the_folder() {
-        let tmp = tempfile::tempdir().unwrap();
-        for bad in ["../x", "blobs/../../x", "/etc/", "./blobs"] {
-            assert!(local_staging_files(tmp.path(), bad).is_err(), "{bad}");
-        }
-        let upload = UnfinishedUpload {
-            key: "../outside".into(),
-            id: "1".into(),
-            initiated: Utc::now(),
-        };
-        assert!(remove_local_staging_file(tmp.path(), &upload).is_err());
-        let upload = UnfinishedUpload {
-            key: "blobs/k".into(),
-            id: "1/../../x".into(),
-            initiated: Utc::now(),
-        };
-        assert!(remove_local_staging_file(tmp.path(), &upload).is_err());
-    }
 
     #[test]
     fn query_values_are_encoded_as_signed() {
