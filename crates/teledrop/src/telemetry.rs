@@ -191,6 +191,21 @@ mod tests {
         }
     }
 
+    /// The exporter's TLS is tonic's rustls: it builds with the one
+    /// provider, trusting the system's roots and `TELEDROP_CA_FILE`.
+    #[tokio::test]
+    async fn an_https_exporter_builds_with_the_extra_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+        let ca = CaBundle::load("TELEDROP_CA_FILE", &path).unwrap();
+        let provider = tracer_provider("https://localhost:4317", "worker", Some(&ca)).expect("an exporter");
+        let _ = provider.shutdown();
+    }
+
     #[test]
     fn the_service_is_named_after_the_role_unless_configured() {
         assert_eq!(

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 use teledrop_bus::{BusError, JetStreamBus, JetStreamConfig, NatsCredentials, NatsSecurity};
 use teledrop_core::Secret;
-use teledrop_core::tls::CaBundle;
+use teledrop_core::tls::{CaBundle, ClientIdentity};
 use teledrop_testkit::process::{Proc, free_port};
 use teledrop_testkit::tls::{HttpsMoto, TestPki, TlsNats, TlsPostgres};
 use tg_sim::{FileSpec, MediaKind, Sim, SimConfig};
@@ -109,12 +109,42 @@ async fn every_client_connects_over_tls_trusting_the_configured_ca() {
     };
     let e = JetStreamBus::connect(nats_config(&nats, wrong)).await.unwrap_err();
     assert!(matches!(e, BusError::Credentials(_)), "wrong password: {e:?}");
-    let untrusted = NatsSecurity { ca: None, ..good };
+    let untrusted = NatsSecurity {
+        ca: None,
+        ..good.clone()
+    };
     let e = JetStreamBus::connect(nats_config(&nats, untrusted)).await.unwrap_err();
     assert!(
         matches!(e, BusError::Tls(_)),
         "a server certificate nobody vouches for: {e:?}"
     );
+
+    // Mutual TLS: the server wants a client certificate from the CA.
+    let mutual = TlsNats::start_mutual(&pki).await;
+    let e = JetStreamBus::connect(nats_config(&mutual, good.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, BusError::Tls(_) | BusError::Transport(_)),
+        "no client certificate: {e:?}"
+    );
+    let client = pki.client("teledrop");
+    let identity = ClientIdentity::load("NATS_TLS_CERT_FILE", &client.cert, "NATS_TLS_KEY_FILE", &client.key).unwrap();
+    // Each server has a password of its own.
+    let mutual_password = std::fs::read_to_string(&mutual.password_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let with_cert = NatsSecurity {
+        client: Some(identity),
+        credentials: NatsCredentials::UserPassword {
+            user: mutual.user.clone(),
+            password: Secret::new(mutual_password),
+        },
+        ..good
+    };
+    let bus = JetStreamBus::connect(nats_config(&mutual, with_cert)).await.unwrap();
+    bus.ping().await.unwrap();
 
     // Postgres: sslmode=verify-full with sslrootcert; plain is refused.
     let catalog = teledrop_catalog::connect(&pg.url(&pki.ca_file())).await.unwrap();
@@ -164,13 +194,16 @@ async fn bad_tls_settings_stop_the_start_naming_the_variable() {
         ("NATS_URL", nats.url()),
         ("TELEDROP_WEBHOOK_SECRET", "secret_1".to_owned()),
         ("TELEDROP_LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("NATS_USER", nats.user.clone()),
     ];
-    let cases: [(&str, Vec<(&str, String)>, &str); 3] = [
+    let user = ("NATS_USER", nats.user.clone());
+    let garbage_creds = dir.path().join("bad.creds");
+    std::fs::write(&garbage_creds, "not a creds file\n").unwrap();
+    let cases: [(&str, Vec<(&str, String)>, &str); 4] = [
         (
             "expired CA",
             vec![
                 ("TELEDROP_CA_FILE", expired.display().to_string()),
+                user.clone(),
                 ("NATS_PASSWORD_FILE", nats.password_file.display().to_string()),
             ],
             "TELEDROP_CA_FILE",
@@ -179,13 +212,25 @@ async fn bad_tls_settings_stop_the_start_naming_the_variable() {
             "wrong password",
             vec![
                 ("TELEDROP_CA_FILE", pki.ca_file().display().to_string()),
+                user.clone(),
                 ("NATS_PASSWORD_FILE", wrong_password.display().to_string()),
             ],
             "NATS_PASSWORD_FILE",
         ),
         (
+            "unreadable .creds",
+            vec![
+                ("TELEDROP_CA_FILE", pki.ca_file().display().to_string()),
+                ("NATS_CREDS_FILE", garbage_creds.display().to_string()),
+            ],
+            "NATS_CREDS_FILE",
+        ),
+        (
             "unknown CA",
-            vec![("NATS_PASSWORD_FILE", nats.password_file.display().to_string())],
+            vec![
+                user.clone(),
+                ("NATS_PASSWORD_FILE", nats.password_file.display().to_string()),
+            ],
             "TELEDROP_CA_FILE",
         ),
     ];

@@ -158,6 +158,16 @@ pub struct TlsNats {
 
 impl TlsNats {
     pub async fn start(pki: &TestPki) -> TlsNats {
+        Self::spawn(pki, false).await
+    }
+
+    /// Like [`TlsNats::start`], and clients must also present a
+    /// certificate the CA signed (mutual TLS).
+    pub async fn start_mutual(pki: &TestPki) -> TlsNats {
+        Self::spawn(pki, true).await
+    }
+
+    async fn spawn(pki: &TestPki, mutual: bool) -> TlsNats {
         let server = pki.server("nats");
         let store = tempfile::tempdir().expect("a store");
         let port = crate::process::free_port();
@@ -170,11 +180,12 @@ impl TlsNats {
         let config = format!(
             "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
              jetstream {{ store_dir: \"{store}\" }}\n\
-             tls {{ cert_file: \"{cert}\", key_file: \"{key}\", timeout: 5 }}\n\
+             tls {{ cert_file: \"{cert}\", key_file: \"{key}\", ca_file: \"{ca}\", verify: {mutual}, timeout: 5 }}\n\
              authorization {{ user: \"teledrop\", password: \"{password}\" }}\n",
             store = store.path().display(),
             cert = server.cert.display(),
             key = server.key.display(),
+            ca = pki.ca_file().display(),
         );
         std::fs::write(&conf, config).expect("write nats.conf");
         let child = spawn(
