@@ -65,7 +65,7 @@ macro_rules! link_file_cols {
 }
 macro_rules! policy_cols {
     () => {
-        "key, generation, spec, updated_at"
+        "key, generation, spec, updated_at, would_reject"
     };
 }
 pub(crate) use {blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
@@ -617,6 +617,7 @@ pub(crate) fn policy_from(r: &impl Cols) -> Result<PolicyRow> {
         generation: r.int("generation")?,
         spec: r.json("spec")?,
         updated_at: r.ts("updated_at")?,
+        would_reject: to_u64(r.int("would_reject")?, "would-reject count")?,
     })
 }
 

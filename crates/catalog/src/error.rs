@@ -8,8 +8,14 @@ pub enum CatalogError {
     Connect(#[source] sqlx::Error),
     #[error("applying migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// No connection of the pool came free (or could be opened) within
+    /// its acquire timeout: every one is busy, or the database does not
+    /// answer. Nothing was queried; callers answer "try again later"
+    /// rather than wait on.
+    #[error("no database connection free within the pool's acquire timeout (pool exhausted or database unreachable)")]
+    PoolTimedOut,
     #[error("database query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(#[source] sqlx::Error),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(transparent)]
@@ -24,6 +30,17 @@ pub enum CatalogError {
     InvalidFilter(String),
 }
 
+impl From<sqlx::Error> for CatalogError {
+    /// sqlx reports an exhausted pool as one more query error; it gets its
+    /// own variant so callers can tell "busy, come back" from a failure.
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut => Self::PoolTimedOut,
+            other => Self::Query(other),
+        }
+    }
+}
+
 impl CatalogError {
     /// Stable label for metrics.
     pub fn label(&self) -> &'static str {
@@ -31,6 +48,7 @@ impl CatalogError {
             Self::UnsupportedUrl => "unsupported_url",
             Self::Connect(_) => "connect",
             Self::Migrate(_) => "migrate",
+            Self::PoolTimedOut => "pool_timed_out",
             Self::Query(_) => "query",
             Self::NotFound(_) => "not_found",
             Self::IllegalTransition(_) => "illegal_transition",
@@ -44,7 +62,7 @@ impl CatalogError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Connect(_) | Self::Query(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+            Self::Connect(_) | Self::PoolTimedOut | Self::Query(sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
         )
     }
 }

@@ -153,6 +153,10 @@ pub struct PolicyRow {
     pub generation: i64,
     pub spec: serde_json::Value,
     pub updated_at: DateTime<Utc>,
+    /// Files a dry-run `Reject` quota of this policy would have refused
+    /// (and that were accepted), counted by [`Catalog::count_would_reject`]
+    /// since the policy was first stored.
+    pub would_reject: u64,
 }
 
 /// Which live (state = active) files a rule applies to. Every given
@@ -420,13 +424,63 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Every policy, ordered by key (byte order).
     async fn policies(&self) -> Result<Vec<PolicyRow>>;
+
+    /// Adds one to the `would_reject` count of the policy stored under
+    /// `key` (replacing its spec keeps the count; deleting it drops it).
+    /// Returns whether such a policy was stored.
+    async fn count_would_reject(&self, key: &str) -> Result<bool>;
+}
+
+/// How a Postgres catalog's connection pool is sized.
+///
+/// Every replica of every role holds its own pool, and Postgres refuses
+/// connections past its `max_connections` (100 by default): the sum over a
+/// deployment's replicas must stay under it, so each role keeps a small
+/// pool. A call that finds no connection free within `acquire_timeout`
+/// fails with [`CatalogError::PoolTimedOut`] instead of waiting on, so the
+/// caller can answer "try again later" while the pool is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Connections the pool opens at most (at least 1; 2 or more when a
+    /// `Reject` quota is in force, see [`Catalog::quota_lock`]).
+    pub max_connections: u32,
+    /// How long a call waits for a free connection (this includes opening
+    /// a new one).
+    pub acquire_timeout: Duration,
+}
+
+impl PoolConfig {
+    /// Long enough to ride out a burst of short queries, short enough that
+    /// a link request or a delivery is answered well before a client or the
+    /// bus gives up on it.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    /// One process with every role (`standalone` on Postgres).
+    fn default() -> Self {
+        Self::new(16)
+    }
 }
 
 /// Opens the catalog a URL names: `postgres://…` / `postgresql://…` or
 /// `sqlite://path` (created when missing; `sqlite::memory:` for tests).
 pub async fn connect(url: &str) -> Result<Arc<dyn Catalog>> {
+    connect_with(url, PoolConfig::default()).await
+}
+
+/// [`connect`] with a Postgres pool sized by `pool`. SQLite, which
+/// serialises writers in one process anyway, keeps its own small pool.
+pub async fn connect_with(url: &str, pool: PoolConfig) -> Result<Arc<dyn Catalog>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgCatalog::connect(url).await?))
+        Ok(Arc::new(PgCatalog::connect_with(url, pool).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteCatalog::connect(url).await?))
     } else {

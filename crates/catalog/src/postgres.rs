@@ -17,8 +17,8 @@
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, QuotaLock,
-    QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, PoolConfig,
+    QuotaLock, QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -40,11 +40,6 @@ use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Connections per process. Workers, link servers and the controller each
-/// hold one pool; the default Postgres limit (100) leaves room for several
-/// replicas of each.
-const MAX_CONNECTIONS: u32 = 16;
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// First key of the rate limit's advisory locks; the second is a hash of
@@ -55,10 +50,14 @@ const RATE_LOCK_SPACE: i32 = 0x7464_726c;
 /// the user id), everyone's (second key 0).
 const QUOTA_USER_LOCK_SPACE: i32 = 0x7464_7175;
 const QUOTA_TOTAL_LOCK_SPACE: i32 = 0x7464_7174;
-/// Quota locks held or waited for at once by one catalog. Each waiter
-/// holds a connection, and a holder needs more to check and commit: the
-/// bound keeps waiters from taking the whole pool.
-const QUOTA_LOCK_WAITERS: usize = MAX_CONNECTIONS as usize / 4;
+/// Quota locks held or waited for at once by one catalog: a quarter of
+/// the pool, at least one. Each waiter holds a connection, and a holder
+/// needs another to check and commit: the bound keeps waiters from taking
+/// the whole pool (which is why a pool needs two connections or more once
+/// a `Reject` quota is in force).
+fn quota_lock_waiters(pool: &PoolConfig) -> usize {
+    (pool.max_connections as usize / 4).max(1)
+}
 
 pub struct PgCatalog {
     pool: PgPool,
@@ -73,20 +72,26 @@ impl std::fmt::Debug for PgCatalog {
 }
 
 impl PgCatalog {
-    /// Opens a pool on `url` and checks that the server answers.
+    /// Opens a pool of [`PoolConfig::default`] on `url` and checks that the
+    /// server answers.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PoolConfig::default()).await
+    }
+
+    /// Opens a pool sized by `pool` on `url` and checks that the server
+    /// answers. A call that finds no connection free within
+    /// `pool.acquire_timeout` fails with [`CatalogError::PoolTimedOut`].
+    pub async fn connect_with(url: &str, pool: PoolConfig) -> Result<Self> {
+        let quota_waiters = Arc::new(Semaphore::new(quota_lock_waiters(&pool)));
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(pool.max_connections.max(1))
             .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(pool.acquire_timeout)
             .idle_timeout(IDLE_TIMEOUT)
             .connect(url)
             .await
             .map_err(CatalogError::Connect)?;
-        Ok(Self {
-            pool,
-            quota_waiters: Arc::new(Semaphore::new(QUOTA_LOCK_WAITERS)),
-        })
+        Ok(Self { pool, quota_waiters })
     }
 
     async fn job_state(conn: &mut PgConnection, id: JobId) -> Result<Option<JobState>> {
@@ -792,5 +797,13 @@ impl Catalog for PgCatalog {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(common::policy_from).collect()
+    }
+
+    async fn count_would_reject(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE policies SET would_reject = would_reject + 1 WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -792,4 +792,12 @@ impl Catalog for SqliteCatalog {
             .await?;
         rows.iter().map(common::policy_from).collect()
     }
+
+    async fn count_would_reject(&self, key: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE policies SET would_reject = would_reject + 1 WHERE key = ?1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -1087,6 +1087,15 @@ async fn policies_crud(c: Arc<dyn Catalog>) {
     );
     assert!(rows[0].updated_at >= first_update);
 
+    // Would-reject counts survive a new spec and go with the row.
+    assert_eq!((rows[0].would_reject, rows[1].would_reject), (0, 0));
+    assert!(c.count_would_reject("ns/a").await.unwrap());
+    assert!(c.count_would_reject("ns/a").await.unwrap());
+    assert!(!c.count_would_reject("never").await.unwrap());
+    c.upsert_policy("ns/a", 5, &spec_a2).await.unwrap();
+    let rows = c.policies().await.unwrap();
+    assert_eq!((rows[0].would_reject, rows[1].would_reject), (2, 0));
+
     assert!(c.delete_policy("ns/a").await.unwrap());
     assert!(!c.delete_policy("ns/a").await.unwrap());
     assert!(!c.delete_policy("never").await.unwrap());
@@ -1922,6 +1931,37 @@ conformance! {
 async fn postgres_quota_locks_of_different_users_do_not_wait() {
     let fx = Fixture::new(Backend::Postgres).await;
     quota_locks_of_different_users_do_not_wait(fx.catalog.clone()).await;
+}
+
+/// A pool with no free connection answers at its acquire timeout with its
+/// own error (callers answer "try again later"), and serves again once a
+/// connection is back. The test holds the pool's only connection through a
+/// quota lock (a transaction kept open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_exhausted_pool_times_out_with_its_own_error() {
+    let db = Backend::Postgres.blank().await;
+    let pool = teledrop_catalog::PoolConfig {
+        max_connections: 1,
+        acquire_timeout: Duration::from_millis(300),
+    };
+    let c = teledrop_catalog::connect_with(&db.url, pool).await.expect("connect");
+    c.migrate().await.unwrap();
+    let held = c
+        .quota_lock(QuotaLockScope {
+            user: UserId(1),
+            total: false,
+        })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = c.ping().await.unwrap_err();
+    assert!(matches!(err, CatalogError::PoolTimedOut), "{err:?}");
+    assert!(err.is_transient());
+    assert_eq!(err.label(), "pool_timed_out");
+    // It waited for the timeout, not for the holder.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    held.release().await.unwrap();
+    c.ping().await.expect("the connection is back");
 }
 
 /// The in-memory SQLite URL works too (one private database per catalog).

@@ -252,8 +252,11 @@ pub fn status_after(
     };
     let message = if report.dry_run {
         format!(
-            "dry run: would delete {} of {} matched files",
-            report.deleted.files, report.matched.files
+            "dry run: would delete {} of {} matched files; quotas would have refused {} {} so far",
+            report.deleted.files,
+            report.matched.files,
+            report.would_reject,
+            if report.would_reject == 1 { "file" } else { "files" }
         )
     } else {
         format!(
@@ -279,6 +282,7 @@ pub fn status_after(
             files: report.usage.files,
             bytes: report.usage.bytes,
         }),
+        would_reject: report.would_reject,
     }
 }
 

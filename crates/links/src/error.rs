@@ -63,6 +63,7 @@ impl LinksError {
             Self::ObjectMissing => "object_missing",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Busy => "busy",
+            Self::Catalog(CatalogError::PoolTimedOut) => "catalog_busy",
             Self::Catalog(_) => "catalog",
             Self::Storage(_) => "storage",
         }
@@ -110,6 +111,13 @@ impl IntoResponse for LinksError {
                 "The requested part of the file lies beyond its end.",
             ),
             Self::Busy => ("Temporarily unavailable", "Please try again in a moment."),
+            Self::Catalog(CatalogError::PoolTimedOut) => {
+                // Load, not a fault: every database connection of this
+                // replica is busy (or Postgres does not answer). Answering
+                // at once keeps requests from piling up behind the pool.
+                tracing::warn!(error = label, "no catalog connection free; answering 503");
+                ("Temporarily unavailable", "Please try again in a moment.")
+            }
             Self::Catalog(e) => {
                 tracing::error!(error = label, detail = %e, "catalog failed while serving a link");
                 (
@@ -144,7 +152,7 @@ impl IntoResponse for LinksError {
                 }
                 headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             }
-            Self::Busy => {
+            Self::Busy | Self::Catalog(CatalogError::PoolTimedOut) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Catalog(_) | Self::Storage(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -184,6 +192,7 @@ mod tests {
                 "range_not_satisfiable",
             ),
             (LinksError::Busy, 503, "busy"),
+            (LinksError::Catalog(CatalogError::PoolTimedOut), 503, "catalog_busy"),
             (LinksError::Catalog(CatalogError::Corrupt("x".into())), 500, "catalog"),
             (LinksError::from(StorageError::InvalidRange), 500, "storage"),
         ];
@@ -197,6 +206,8 @@ mod tests {
         assert_eq!(LinksError::from(StorageError::NotFound).label(), "object_missing");
         let resp = LinksError::RangeNotSatisfiable { total: 7 }.into_response();
         assert_eq!(resp.headers()[header::CONTENT_RANGE], "bytes */7");
+        let resp = LinksError::Catalog(CatalogError::PoolTimedOut).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

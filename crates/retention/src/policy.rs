@@ -36,6 +36,7 @@ use crate::values::{MimePattern, PolicyDuration, Quantity};
     printcolumn = r#"{"name":"On Exceeded","type":"string","jsonPath":".spec.onQuotaExceeded","priority":1}"#,
     printcolumn = r#"{"name":"Last Run","type":"date","jsonPath":".status.lastRunTime"}"#,
     printcolumn = r#"{"name":"Deleted","type":"integer","jsonPath":".status.totalDeletedFiles"}"#,
+    printcolumn = r#"{"name":"Would Reject","type":"integer","jsonPath":".status.wouldReject","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -63,7 +64,9 @@ pub struct RetentionPolicySpec {
     /// How often the policy is swept (default 1h).
     #[serde(default = "default_interval")]
     pub interval: PolicyDuration,
-    /// Report what a sweep would delete without deleting anything.
+    /// Report what a sweep would delete without deleting anything, and
+    /// accept files a `Reject` quota would refuse, counting them in
+    /// `status.wouldReject`.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -194,6 +197,15 @@ pub struct RetentionPolicyStatus {
     /// The selected files now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageStatus>,
+    /// With `dryRun`: files a `Reject` quota of this policy would have
+    /// refused since the policy was created (they were accepted). Updated
+    /// at each sweep.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub would_reject: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -58,6 +58,9 @@ pub struct SweepReport {
     /// Selected files after the sweep (unchanged in a dry run).
     pub usage: Totals,
     pub dry_run: bool,
+    /// Files the policy's dry-run `Reject` quotas would have refused since
+    /// it was stored (0 for a policy that is not a dry run).
+    pub would_reject: u64,
     /// The chosen files, oldest first, with why.
     pub chosen: Vec<(FileId, Reason)>,
 }
@@ -100,9 +103,15 @@ impl Sweeper {
         } else {
             self.catalog.live_totals(&base).await?
         };
+        let would_reject = if spec.dry_run {
+            self.would_reject(policy).await?
+        } else {
+            0
+        };
         tracing::info!(
             policy = %policy.key,
             dry_run,
+            would_reject,
             matched_files = matched.files,
             deleted_files = deleted.files,
             freed_bytes = deleted.bytes,
@@ -113,6 +122,7 @@ impl Sweeper {
             deleted,
             usage,
             dry_run,
+            would_reject,
             chosen: chosen.into_iter().map(|(f, r)| (f.id, r)).collect(),
         })
     }
@@ -310,18 +320,14 @@ impl Sweeper {
 
     /// Of the policies, the first `Reject` quota an incoming file would
     /// exceed, or how many bytes it may still take (for files whose size
-    /// is not known before download).
+    /// is not known before download). A `dryRun` policy refuses nothing
+    /// and leaves the room alone: the quotas it would enforce are listed
+    /// in [`QuotaVerdict::Allowed::would_reject`] instead.
     pub async fn check_quota(&self, policies: &[Policy], incoming: &Incoming<'_>) -> Result<QuotaVerdict, SweepError> {
         let mut room: Option<u64> = None;
-        for policy in policies {
+        let mut would_reject = Vec::new();
+        for policy in policies.iter().filter(|p| counts_quota(p, incoming)) {
             let spec = &policy.spec;
-            if spec.on_quota_exceeded != OnQuotaExceeded::Reject
-                || !spec
-                    .selector
-                    .matches(incoming.owner, incoming.chat, incoming.mime, incoming.size)
-            {
-                continue;
-            }
             let base = spec.selector.filter();
             for (scope, quota) in [(QuotaScope::PerUser, &spec.per_user), (QuotaScope::Total, &spec.total)] {
                 let Some(quota) = quota else { continue };
@@ -333,31 +339,48 @@ impl Sweeper {
                     QuotaScope::Total => base.clone(),
                 };
                 let used = self.catalog.live_totals(&filter).await?;
-                let exceeded = |limit: Limit| {
-                    QuotaVerdict::Exceeded(QuotaExceeded {
-                        policy: policy.key.clone(),
-                        scope,
-                        limit,
-                        used,
-                        incoming: incoming.size,
-                    })
-                };
-                if let Some(max) = quota.max_files
-                    && used.files + 1 > max
-                {
-                    return Ok(exceeded(Limit::Files(max)));
-                }
-                if let Some(max) = quota.max_bytes.map(|q| q.bytes()) {
-                    let left = max.saturating_sub(used.bytes);
-                    match incoming.size {
-                        Some(size) if size > left => return Ok(exceeded(Limit::Bytes(max))),
-                        None if left == 0 => return Ok(exceeded(Limit::Bytes(max))),
-                        _ => room = Some(room.map_or(left, |r| r.min(left))),
+                let left = quota.max_bytes.map(|q| q.bytes().saturating_sub(used.bytes));
+                let limit = match (quota.max_files, quota.max_bytes.map(|q| q.bytes()), left) {
+                    (Some(max), _, _) if used.files + 1 > max => Some(Limit::Files(max)),
+                    (_, Some(max), Some(left)) if incoming.size.map_or(left == 0, |size| size > left) => {
+                        Some(Limit::Bytes(max))
                     }
+                    _ => None,
+                };
+                match limit {
+                    Some(limit) => {
+                        let exceeded = QuotaExceeded {
+                            policy: policy.key.clone(),
+                            scope,
+                            limit,
+                            used,
+                            incoming: incoming.size,
+                        };
+                        if !spec.dry_run {
+                            return Ok(QuotaVerdict::Exceeded(exceeded));
+                        }
+                        // One count per policy and file, however many of
+                        // its quotas the file would exceed.
+                        would_reject.push(exceeded);
+                        break;
+                    }
+                    None if !spec.dry_run => {
+                        if let Some(left) = left {
+                            room = Some(room.map_or(left, |r| r.min(left)));
+                        }
+                    }
+                    None => {}
                 }
             }
         }
-        Ok(QuotaVerdict::Allowed { room })
+        Ok(QuotaVerdict::Allowed { room, would_reject })
+    }
+
+    /// Files that dry-run `Reject` quotas of `policy` would have refused
+    /// since it was stored (counted by workers at commit).
+    async fn would_reject(&self, policy: &Policy) -> Result<u64, SweepError> {
+        let rows = self.catalog.policies().await?;
+        Ok(rows.iter().find(|r| r.key == policy.key).map_or(0, |r| r.would_reject))
     }
 }
 
@@ -365,17 +388,14 @@ impl Sweeper {
 /// [`Sweeper::check_quota`] made under it to stay true until the file is
 /// counted: the owner's, with the total when a `Reject` quota over every
 /// user counts the file; `None` when no `Reject` quota counts it.
+/// A dry-run policy refuses nothing, so it needs no lock.
 pub fn quota_lock_scope(policies: &[Policy], incoming: &Incoming<'_>) -> Option<QuotaLockScope> {
     let mut scope: Option<QuotaLockScope> = None;
-    for spec in policies.iter().map(|p| &p.spec) {
-        if spec.on_quota_exceeded != OnQuotaExceeded::Reject
-            || (spec.per_user.is_none() && spec.total.is_none())
-            || !spec
-                .selector
-                .matches(incoming.owner, incoming.chat, incoming.mime, incoming.size)
-        {
-            continue;
-        }
+    for spec in policies
+        .iter()
+        .filter(|p| !p.spec.dry_run && counts_quota(p, incoming))
+        .map(|p| &p.spec)
+    {
         let s = scope.get_or_insert(QuotaLockScope {
             user: incoming.owner,
             total: false,
@@ -383,6 +403,17 @@ pub fn quota_lock_scope(policies: &[Policy], incoming: &Incoming<'_>) -> Option<
         s.total |= spec.total.is_some();
     }
     scope
+}
+
+/// Whether `policy` has a `Reject` quota that counts `incoming` (dry run
+/// or not).
+fn counts_quota(policy: &Policy, incoming: &Incoming<'_>) -> bool {
+    let spec = &policy.spec;
+    spec.on_quota_exceeded == OnQuotaExceeded::Reject
+        && (spec.per_user.is_some() || spec.total.is_some())
+        && spec
+            .selector
+            .matches(incoming.owner, incoming.chat, incoming.mime, incoming.size)
 }
 
 /// What orphan collection found.
@@ -409,6 +440,9 @@ pub enum QuotaVerdict {
     /// bytes (its size was unknown, or it is the tightest quota left).
     Allowed {
         room: Option<u64>,
+        /// Quotas of `dryRun` policies the file would exceed, one per
+        /// policy: it is accepted, and they count it as "would reject".
+        would_reject: Vec<QuotaExceeded>,
     },
     Exceeded(QuotaExceeded),
 }

@@ -15,7 +15,9 @@ use teledrop_core::{
     UserId,
 };
 use teledrop_links::{LinksConfig, LinksState, router};
-use teledrop_retention::{Incoming, Limit, Policy, QuotaScope, QuotaVerdict, Reason, RetentionPolicySpec, Sweeper};
+use teledrop_retention::{
+    Incoming, Limit, Policy, QuotaScope, QuotaVerdict, Reason, RetentionPolicySpec, Sweeper, quota_lock_scope,
+};
 use teledrop_storage::Storage;
 use tower::ServiceExt;
 
@@ -188,6 +190,7 @@ on_every_store!(
     abandoned_uploads_are_aborted_after_the_grace_period,
     shared_blobs_go_with_their_last_file,
     reject_quotas_are_checked_before_download,
+    dry_run_quotas_count_what_they_would_reject,
 );
 
 async fn max_age_deletes_old_files_and_their_links_answer_410(env: Env) {
@@ -548,7 +551,10 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
             .check_quota(&policies, &incoming(1, "video/mp4", Some(100)))
             .await
             .unwrap(),
-        QuotaVerdict::Allowed { room: Some(100) }
+        QuotaVerdict::Allowed {
+            room: Some(100),
+            would_reject: vec![]
+        }
     );
     // Unknown size: allowed, download limited to what is left.
     assert_eq!(
@@ -556,7 +562,10 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
             .check_quota(&policies, &incoming(1, "video/mp4", None))
             .await
             .unwrap(),
-        QuotaVerdict::Allowed { room: Some(100) }
+        QuotaVerdict::Allowed {
+            room: Some(100),
+            would_reject: vec![]
+        }
     );
     // Other types are outside the per-user quota, inside the total one.
     assert_eq!(
@@ -564,7 +573,10 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
             .check_quota(&policies, &incoming(1, "audio/ogg", Some(4000)))
             .await
             .unwrap(),
-        QuotaVerdict::Allowed { room: Some(4000) }
+        QuotaVerdict::Allowed {
+            room: Some(4000),
+            would_reject: vec![]
+        }
     );
     let QuotaVerdict::Exceeded(e) = env
         .sweeper
@@ -587,4 +599,55 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     };
     assert_eq!(e.limit, Limit::Files(3));
     assert!(e.to_string().contains("3 files"), "{e}");
+}
+
+/// A dry-run policy's `Reject` quota refuses nothing, needs no lock and
+/// leaves the room alone: it names the quotas a file would exceed, and
+/// the sweep reports the count workers recorded for it.
+async fn dry_run_quotas_count_what_they_would_reject(env: Env) {
+    env.file(1, "video/mp4", 600, days(1)).await;
+    let dry = policy(serde_json::json!({"perUser": {"maxBytes": "1000", "maxFiles": 1}, "dryRun": true}));
+    env.catalog
+        .upsert_policy(&dry.key, 1, &serde_json::to_value(&dry.spec).unwrap())
+        .await
+        .unwrap();
+    let policies = vec![dry.clone()];
+    let incoming = Incoming {
+        owner: UserId(1),
+        chat: ChatId(10),
+        mime: "video/mp4",
+        size: Some(500),
+    };
+    let QuotaVerdict::Allowed { room, would_reject } = env.sweeper.check_quota(&policies, &incoming).await.unwrap()
+    else {
+        panic!("a dry run refuses nothing")
+    };
+    assert_eq!(room, None, "a dry run does not limit the download");
+    // Over both its limits, counted once.
+    assert_eq!(would_reject.len(), 1, "{would_reject:?}");
+    assert_eq!(
+        (would_reject[0].policy.as_str(), would_reject[0].limit),
+        ("ns/test", Limit::Files(1))
+    );
+    assert_eq!(quota_lock_scope(&policies, &incoming), None);
+    // Another user is under it.
+    let other = Incoming {
+        owner: UserId(2),
+        ..incoming
+    };
+    assert_eq!(
+        env.sweeper.check_quota(&policies, &other).await.unwrap(),
+        QuotaVerdict::Allowed {
+            room: None,
+            would_reject: vec![]
+        }
+    );
+
+    // What workers counted reaches the sweep's report (and so the status).
+    for _ in 0..2 {
+        assert!(env.catalog.count_would_reject(&dry.key).await.unwrap());
+    }
+    let report = env.sweeper.sweep(&dry, Utc::now(), false).await.unwrap();
+    assert_eq!(report.would_reject, 2);
+    assert!(report.dry_run);
 }

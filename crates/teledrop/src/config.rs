@@ -433,9 +433,67 @@ pub struct DatabaseArgs {
     /// File holding DATABASE_URL (for Kubernetes Secrets).
     #[arg(long, env = "DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// Postgres connections this process opens at most (default: per role,
+    /// see `DbRole`). Every replica holds its own pool: keep the sum over
+    /// all replicas under the server's max_connections.
+    #[arg(
+        long,
+        env = "TELEDROP_DB_MAX_CONNECTIONS",
+        value_name = "TELEDROP_DB_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub db_max_connections: Option<u32>,
+}
+
+/// Whose pool [`DatabaseArgs::pool`] sizes. The defaults keep a default
+/// Helm install with every autoscaler at its maximum under Postgres's
+/// default max_connections of 100 (the arithmetic is in the chart's
+/// values.yaml, and a chart test checks it): 20 workers × 3 + 10 link
+/// servers × 2 + 2 controllers × 2 + 1 migration Job × 1 = 85. The ingress
+/// never connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbRole {
+    /// Short queries around each job; a quota check holds one connection
+    /// while its commit takes a second.
+    Worker,
+    /// One lookup per request and a periodic count flush.
+    Links,
+    /// Sweeps one policy at a time; a standby replica holds none.
+    Controller,
+    /// One connection holds the migration lock and runs the migrations.
+    Migrate,
+    /// Every role in one process, usually alone on its database.
+    Standalone,
+}
+
+impl DbRole {
+    pub const fn default_max_connections(self) -> u32 {
+        match self {
+            Self::Worker => 3,
+            Self::Links => 2,
+            Self::Controller => 2,
+            Self::Migrate => 1,
+            Self::Standalone => 16,
+        }
+    }
 }
 
 impl DatabaseArgs {
+    /// The pool for `role`: TELEDROP_DB_MAX_CONNECTIONS, else the role's
+    /// default, with the catalog's short acquire timeout.
+    pub fn pool(&self, role: DbRole) -> Result<teledrop_catalog::PoolConfig, ConfigError> {
+        let max = self.db_max_connections.unwrap_or(role.default_max_connections());
+        // A quota check holds one connection while its commit takes another:
+        // with one, every file under a `Reject` quota would time out.
+        if max < 2 && matches!(role, DbRole::Worker | DbRole::Standalone) {
+            return Err(ConfigError::invalid(
+                "TELEDROP_DB_MAX_CONNECTIONS",
+                "must be at least 2 for a worker (a quota check holds one connection while the commit takes another)",
+            ));
+        }
+        Ok(teledrop_catalog::PoolConfig::new(max))
+    }
+
     pub fn resolve(&self, default: Option<&str>) -> Result<String, ConfigError> {
         let url = secret_value(
             "DATABASE_URL",

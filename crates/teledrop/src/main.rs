@@ -68,7 +68,7 @@ fn role(command: &Command) -> &'static str {
 
 async fn migrate(args: teledrop::config::DatabaseArgs) -> anyhow::Result<()> {
     let url = args.resolve(None)?;
-    let catalog = teledrop_catalog::connect(&url).await?;
+    let catalog = teledrop_catalog::connect_with(&url, args.pool(teledrop::config::DbRole::Migrate)?).await?;
     catalog.migrate().await?;
     tracing::info!(backend = catalog.backend(), "migrations applied");
     Ok(())

@@ -1,7 +1,7 @@
 //! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
 
 use crate::config::{
-    ConfigError, ControllerArgs, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs, WorkerArgs,
+    ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs, WorkerArgs,
     parse_duration, parse_http_url,
 };
 use anyhow::Context;
@@ -63,7 +63,7 @@ pub async fn links(args: LinksArgs, ca: Option<&CaBundle>, shutdown: Cancellatio
     let database_url = args.database.resolve(None)?;
     let storage = args.storage.resolve(ca)?;
     let listener = listen(args.listen).await?;
-    let catalog = teledrop_catalog::connect(&database_url)
+    let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Links)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     let state = LinksState::new(catalog, storage, LinksConfig::default());
@@ -109,7 +109,7 @@ pub async fn worker(args: WorkerArgs, ca: Option<&CaBundle>, shutdown: Cancellat
     let database_url = args.database.resolve(None)?;
     let (storage, limits) = (ingest.storage, ingest.limits);
     let listener = listen(args.listen).await?;
-    let catalog = teledrop_catalog::connect(&database_url)
+    let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Worker)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     let telegram = Telegram::new(ingest.telegram).context("setting up the Bot API client")?;
@@ -227,7 +227,7 @@ pub async fn controller(
     let database_url = args.database.resolve(None)?;
     let storage = args.storage.resolve(ca)?;
     let listener = listen(args.listen).await?;
-    let catalog = teledrop_catalog::connect(&database_url)
+    let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Controller)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     let client = kube::Client::try_default()

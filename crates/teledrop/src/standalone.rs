@@ -1,6 +1,6 @@
 //! `teledrop standalone`: every role in one process.
 
-use crate::config::{ConfigError, StandaloneArgs};
+use crate::config::{ConfigError, DbRole, StandaloneArgs};
 use anyhow::Context;
 use std::sync::Arc;
 use teledrop_bus::{Bus, MemoryBus};
@@ -29,7 +29,7 @@ pub async fn run(
         None => Vec::new(),
     };
 
-    let catalog = teledrop_catalog::connect(&database_url)
+    let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Standalone)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
     catalog.migrate().await.context("migrating the catalog")?;

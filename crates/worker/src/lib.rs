@@ -26,7 +26,9 @@ mod poll;
 mod serve;
 
 pub use metrics::WorkerMetrics;
-pub use pipeline::{Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, RateLimit, STALE_RUNNING};
+pub use pipeline::{
+    CATALOG_BUSY_RETRY, Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, RateLimit, STALE_RUNNING,
+};
 pub use poll::run_poller;
 pub use serve::{Recovery, recover_unfinished, serve};
 

@@ -11,7 +11,7 @@ use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, QuotaLock, St
 use teledrop_core::{
     ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
 };
-use teledrop_retention::{Incoming, Policy, QuotaVerdict, SweepError, Sweeper, quota_lock_scope};
+use teledrop_retention::{Incoming, Policy, QuotaExceeded, QuotaVerdict, SweepError, Sweeper, quota_lock_scope};
 use teledrop_storage::{Storage, StorageError};
 use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
 use tokio_util::sync::CancellationToken;
@@ -166,11 +166,18 @@ impl From<StorageError> for StepError {
     }
 }
 
+/// How long a delivery waits after this worker found no database
+/// connection free: the pool is busy with other jobs (or Postgres does not
+/// answer), so the delivery goes back to the bus, where this or another
+/// worker takes it once connections are free, rather than holding a slot.
+pub const CATALOG_BUSY_RETRY: Duration = Duration::from_secs(5);
+
 impl From<CatalogError> for StepError {
     fn from(e: CatalogError) -> Self {
+        let retry_after = matches!(e, CatalogError::PoolTimedOut).then_some(CATALOG_BUSY_RETRY);
         Self {
             kind: ErrorKind::Catalog,
-            retry_after: None,
+            retry_after,
             detail: e.to_string(),
         }
     }
@@ -261,7 +268,10 @@ impl Pipeline {
         match self.accept(&update).await {
             Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => self.run(job, attempt > 1).await,
             Ok(Intake::Handled) => Outcome::Done,
-            Err(e) => self.retry_later(&e, 1),
+            Err(e) => {
+                warn!(update_id = envelope.update_id, error = %e, "could not record the update; retrying later");
+                self.retry_later(&e, 1)
+            }
         }
     }
 
@@ -648,9 +658,10 @@ impl Pipeline {
     /// the same user (or, for a total quota, anyone's) checked at the same
     /// time all saw the same room. With the file's size known, this takes
     /// the quota lock, checks again, and returns the lock for the caller to
-    /// hold until the file is committed, so the quotas hold exactly.
-    /// `None` when no `Reject` quota counts the file.
-    async fn lock_quotas(&self, f: &IncomingFile, size: u64) -> Result<Option<QuotaLock>, StepError> {
+    /// hold until the file is committed, so the quotas hold exactly (no
+    /// lock when no enforced `Reject` quota counts the file), with the
+    /// dry-run quotas the file would exceed.
+    async fn lock_quotas(&self, f: &IncomingFile, size: u64) -> Result<QuotaGate, StepError> {
         let policies = self.policies().await?;
         let incoming = Incoming {
             owner: f.user_id,
@@ -658,18 +669,39 @@ impl Pipeline {
             mime: &f.mime_type,
             size: Some(size),
         };
-        let Some(scope) = quota_lock_scope(&policies, &incoming) else {
-            return Ok(None);
+        let lock = match quota_lock_scope(&policies, &incoming) {
+            Some(scope) => Some(self.catalog.quota_lock(scope).await?),
+            None => None,
         };
-        let lock = self.catalog.quota_lock(scope).await?;
         match self.quotas.check_quota(&policies, &incoming).await? {
-            QuotaVerdict::Allowed { .. } => Ok(Some(lock)),
+            QuotaVerdict::Allowed { would_reject, .. } => Ok(QuotaGate { lock, would_reject }),
             QuotaVerdict::Exceeded(q) => {
-                if let Err(e) = lock.release().await {
+                if let Some(lock) = lock
+                    && let Err(e) = lock.release().await
+                {
                     warn!(error = %e, "releasing the quota lock failed");
                 }
                 info!(user = f.user_id.0, "quota taken by files committed meanwhile");
                 Err(StepError::over_quota(q.to_string()))
+            }
+        }
+    }
+
+    /// A file was committed that dry-run quotas would have refused: say so
+    /// in the log and count it for the policies' status. Best effort: the
+    /// file is stored either way, and a count lost to a failing catalog
+    /// only makes the dry run look milder.
+    async fn count_would_reject(&self, job: &JobRecord, would_reject: &[QuotaExceeded]) {
+        for q in would_reject {
+            info!(
+                job = %job.id,
+                user = job.incoming.user_id.0,
+                policy = %q.policy,
+                refusal = %q,
+                "dry run: a quota would have refused this file; accepted"
+            );
+            if let Err(e) = self.catalog.count_would_reject(&q.policy).await {
+                warn!(policy = %q.policy, error = %e, "could not count a would-be refusal");
             }
         }
     }
@@ -742,7 +774,10 @@ impl Pipeline {
     async fn quota_verdict(&self, f: &IncomingFile, size: Option<u64>) -> Result<QuotaVerdict, StepError> {
         let policies = self.policies().await?;
         if policies.is_empty() {
-            return Ok(QuotaVerdict::Allowed { room: None });
+            return Ok(QuotaVerdict::Allowed {
+                room: None,
+                would_reject: Vec::new(),
+            });
         }
         let incoming = Incoming {
             owner: f.user_id,
@@ -758,7 +793,7 @@ impl Pipeline {
     /// most (`None`: no byte quota applies).
     async fn quota_room(&self, f: &IncomingFile, size: Option<u64>) -> Result<Option<u64>, StepError> {
         match self.quota_verdict(f, size).await? {
-            QuotaVerdict::Allowed { room } => Ok(room),
+            QuotaVerdict::Allowed { room, .. } => Ok(room),
             QuotaVerdict::Exceeded(q) => Err(StepError::over_quota(q.to_string())),
         }
     }
@@ -795,8 +830,8 @@ impl Pipeline {
     #[tracing::instrument(name = "commit", skip_all, fields(job = %job.id, fresh))]
     async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<JobRecord, StepError> {
         let uploaded = stored.object_key.clone();
-        let quota_lock = match self.lock_quotas(&job.incoming, stored.size).await {
-            Ok(lock) => lock,
+        let gate = match self.lock_quotas(&job.incoming, stored.size).await {
+            Ok(gate) => gate,
             Err(e) => {
                 // Refused (or not checkable): this attempt's upload is
                 // named by nothing.
@@ -807,7 +842,7 @@ impl Pipeline {
             }
         };
         let committed = self.catalog.commit_stored(job.id, stored, NewLink::unlimited()).await;
-        if let Some(lock) = quota_lock
+        if let Some(lock) = gate.lock
             && let Err(e) = lock.release().await
         {
             // The lock went with its transaction all the same.
@@ -834,6 +869,7 @@ impl Pipeline {
             warn!(error = %e, "could not delete a redundant upload; orphan collection will");
         }
         info!(job = %job.id, file = %committed.file.id, size = committed.file.size, "file stored");
+        self.count_would_reject(job, &gate.would_reject).await;
         // A blob someone else committed first makes this a deduplication.
         let uploaded = fresh && committed.redundant_object.is_none();
         self.metrics.stored(uploaded.then_some(committed.file.size));
@@ -887,6 +923,15 @@ impl Pipeline {
     pub fn describe(job: &JobRecord) -> &IncomingFile {
         &job.incoming
     }
+}
+
+/// What a commit holds and owes after its final quota check.
+struct QuotaGate {
+    /// Held until the commit is done; `None` when no enforced quota
+    /// counts the file.
+    lock: Option<QuotaLock>,
+    /// Dry-run quotas the file would exceed, counted once it is committed.
+    would_reject: Vec<QuotaExceeded>,
 }
 
 /// The progress editor of one transfer.

@@ -155,6 +155,9 @@ impl Catalog for ObservedCatalog {
     async fn policies(&self) -> Result<Vec<PolicyRow>> {
         self.inner.policies().await
     }
+    async fn count_would_reject(&self, key: &str) -> Result<bool> {
+        self.inner.count_would_reject(key).await
+    }
 }
 
 pub struct Env {
