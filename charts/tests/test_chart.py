@@ -201,7 +201,7 @@ def test_role_environments(rendered):
     controller = env("controller")
     assert controller["TELEDROP_LEASE_NAME"]["value"] == "teledrop-controller"
     assert controller["TELEDROP_LEASE_NAMESPACE"]["value"] == NAMESPACE
-    assert controller["TELEDROP_WATCH_NAMESPACE"]["value"] == ""
+    assert controller["TELEDROP_WATCH_NAMESPACE"]["value"] == NAMESPACE
     assert controller["TELEDROP_ORPHAN_GRACE"]["value"] == "24h"
     assert controller["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert controller["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
@@ -333,9 +333,13 @@ def triples(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("watch", ["", "files"])
-def test_controller_rbac_is_exactly_what_it_uses(watch):
-    docs = render.render_docs({"controller": {"watchNamespace": watch}})
+@pytest.mark.parametrize("controller, watch", [
+    ({}, NAMESPACE),  # the default: the release namespace only
+    ({"watchNamespace": "files"}, "files"),
+    ({"watchAllNamespaces": True}, ""),  # opt-in: every namespace
+])
+def test_controller_rbac_is_exactly_what_it_uses(controller, watch):
+    docs = render.render_docs({"controller": controller})
     roles = find(docs, "Role") + find(docs, "ClusterRole")
     bindings = find(docs, "RoleBinding") + find(docs, "ClusterRoleBinding")
     granted = set().union(*(triples(r) for r in roles))

@@ -2,7 +2,7 @@
 One teledrop role as a Deployment. Called with
   (dict "root" $ "component" "worker" "values" .Values.worker
         "args" (list "worker") "env" <yaml list string>
-        "secretItems" (list "botToken" "databaseUrl")
+        "secretItems" (list "botToken" "databaseUrl") "nats" true
         "autoscaled" true "automountToken" false
         "extraVolumes" <yaml list string> "extraMounts" <yaml list string>)
 */}}
@@ -10,6 +10,7 @@ One teledrop role as a Deployment. Called with
 {{- $root := .root }}
 {{- $v := .values }}
 {{- $ctx := dict "root" $root "component" .component "values" $v }}
+{{- $creds := dict "root" $root "nats" (default false .nats) }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -61,6 +62,7 @@ spec:
             {{- include "teledrop.commonEnv" $ctx | nindent 12 }}
             {{- include "teledrop.listenEnv" $root | nindent 12 }}
             {{- with (include "teledrop.secretsEnv" (dict "root" $root "items" .secretItems) | trim) }}{{ . | nindent 12 }}{{- end }}
+            {{- with (include "teledrop.credentialsEnv" $creds | trim) }}{{ . | nindent 12 }}{{- end }}
             {{- .env | nindent 12 }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
@@ -84,6 +86,7 @@ spec:
               mountPath: {{ include "teledrop.secretsDir" $root }}
               readOnly: true
             {{- end }}
+            {{- with (include "teledrop.credentialsMount" $creds | trim) }}{{ . | nindent 12 }}{{- end }}
             {{- with .extraMounts }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -92,6 +95,7 @@ spec:
         {{- if .secretItems }}
         {{- include "teledrop.secretsVolume" (dict "root" $root "items" .secretItems) | nindent 8 }}
         {{- end }}
+        {{- with (include "teledrop.credentialsVolume" $creds | trim) }}{{ . | nindent 8 }}{{- end }}
         {{- with .extraVolumes }}
         {{- . | nindent 8 }}
         {{- end }}

@@ -345,6 +345,22 @@ affinity:
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
 
+{{/* TELEDROP_DB_MAX_CONNECTIONS from a role's dbMaxConnections. */}}
+{{- define "teledrop.dbPoolEnv" -}}
+- name: TELEDROP_DB_MAX_CONNECTIONS
+  value: {{ . | int64 | toString | quote }}
+{{- end }}
+
+{{/* The namespace whose RetentionPolicies the controller applies; empty when it watches all (opt-in). */}}
+{{- define "teledrop.controller.watchNamespace" -}}
+{{- $c := .Values.controller }}
+{{- if $c.watchAllNamespaces }}
+{{- if $c.watchNamespace }}{{ fail "controller.watchNamespace and controller.watchAllNamespaces exclude each other" }}{{ end }}
+{{- else }}
+{{- $c.watchNamespace | default .Release.Namespace }}
+{{- end }}
+{{- end }}
+
 {{- define "teledrop.controller.leaseName" -}}
 {{- .Values.controller.leaseName | default (printf "%s-controller" (include "teledrop.fullname" .)) }}
 {{- end }}
