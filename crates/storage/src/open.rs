@@ -361,4 +361,41 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn every_cloud_store_takes_a_ca_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+        let ca = CaBundle::load("TELEDROP_CA_FILE", &path).unwrap();
+        let cases: [(&str, &[(&str, &str)]); 3] = [
+            (
+                "s3://b",
+                &[("aws_endpoint", "https://127.0.0.1:9"), ("aws_region", "us-east-1")],
+            ),
+            (
+                "gs://b",
+                &[
+                    ("google_base_url", "https://127.0.0.1:9"),
+                    ("google_skip_signature", "true"),
+                ],
+            ),
+            (
+                "az://c",
+                &[
+                    ("azure_storage_account_name", "acct"),
+                    ("azure_storage_account_key", "c2VjcmV0"),
+                    ("azure_storage_endpoint", "https://127.0.0.1:9/acct"),
+                ],
+            ),
+        ];
+        for (url, options) in cases {
+            let options = options.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            let storage = Storage::open(url, options, Some(&ca)).unwrap();
+            assert!(storage.describe().starts_with(url), "{}", storage.describe());
+        }
+    }
 }
