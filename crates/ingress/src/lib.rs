@@ -1,8 +1,9 @@
 //! The webhook ingress: Telegram POSTs updates here; each is published to
 //! the bus and answered 2xx only once the bus holds it.
 //!
-//! Per request, in this order: body size limit (413) → secret header,
-//! compared in constant time (401, nothing published) → `update_id` →
+//! Per request, in this order: secret header, compared in constant time
+//! (401 before a byte of the body is read: a stranger cannot make us read
+//! or buffer anything) → body size limit (413) → `update_id` →
 //! publish with `Nats-Msg-Id = update_id` and wait for the bus's ack → 200.
 //! When the bus does not ack in time: 503 with `Retry-After`, so Telegram
 //! retries and nothing is half done. An authenticated body that is not an
@@ -227,6 +228,13 @@ async fn webhook(
     body: RequestBody,
 ) -> Result<StatusCode, IngressError> {
     let span = tracing::Span::current();
+    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !s.config.secret.matches(given) {
+        span.record("outcome", "unauthorized");
+        s.metrics.count("unauthorized");
+        // The body is dropped unread; hyper closes the connection.
+        return Err(IngressError::Unauthorized);
+    }
     let body = match read_body(body, s.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -235,12 +243,6 @@ async fn webhook(
             return Err(e);
         }
     };
-    let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-    if !s.config.secret.matches(given) {
-        span.record("outcome", "unauthorized");
-        s.metrics.count("unauthorized");
-        return Err(IngressError::Unauthorized);
-    }
     let outcome = match classify(&body) {
         Body::Update(update_id) => {
             span.record("update_id", update_id);

@@ -75,6 +75,45 @@ async fn a_valid_update_is_published_once_and_acknowledged() {
     assert_eq!(metrics.get("published"), 2);
 }
 
+/// A stranger announcing a 16 MiB body and sending none of it gets the
+/// 401 at once: the secret is checked before a byte of body is read.
+#[tokio::test]
+async fn a_wrong_secret_is_answered_before_the_body_is_sent() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let bus = bus().await;
+    let (url, metrics) = serve(bus.clone(), Duration::from_secs(5)).await;
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         {SECRET_HEADER}: not-the-secret\r\nContent-Length: {}\r\n\r\n",
+        16 << 20
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // No body follows. A server that waited for it would never answer;
+    // the deadline only bounds how long this test can hang.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer while the body was withheld");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert_eq!(metrics.get("unauthorized"), 1);
+    assert!(
+        next_within(&bus, Duration::from_millis(200)).await.is_none(),
+        "nothing published"
+    );
+}
+
 #[tokio::test]
 async fn wrong_or_missing_secret_is_401_and_publishes_nothing() {
     let bus = bus().await;
