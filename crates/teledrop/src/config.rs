@@ -857,6 +857,27 @@ mod tests {
     }
 
     #[test]
+    fn pools_take_the_role_default_unless_set_and_workers_need_two() {
+        let db = |max| DatabaseArgs {
+            database_url: None,
+            database_url_file: None,
+            db_max_connections: max,
+        };
+        let size = |max, role| db(max).pool(role).map(|p| p.max_connections);
+        assert_eq!(size(None, DbRole::Worker).unwrap(), 3);
+        assert_eq!(size(None, DbRole::Links).unwrap(), 2);
+        assert_eq!(size(None, DbRole::Migrate).unwrap(), 1);
+        assert_eq!(size(Some(7), DbRole::Controller).unwrap(), 7);
+        assert_eq!(size(Some(1), DbRole::Links).unwrap(), 1);
+        let e = size(Some(1), DbRole::Worker).unwrap_err().to_string();
+        assert!(e.starts_with("TELEDROP_DB_MAX_CONNECTIONS:"), "{e}");
+        assert_eq!(
+            db(None).pool(DbRole::Worker).unwrap().acquire_timeout,
+            teledrop_catalog::PoolConfig::DEFAULT_ACQUIRE_TIMEOUT
+        );
+    }
+
+    #[test]
     fn secret_from_file_is_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
