@@ -20,6 +20,8 @@ pub struct Cli {
     pub log: LogArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +107,52 @@ pub struct OrphanArgs {
         value_parser = humantime::parse_duration
     )]
     pub orphan_interval: std::time::Duration,
+}
+
+/// Limits of every HTTP listener of the process (see [`crate::http`]).
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Deadline for a whole request head, counted from when the server
+    /// waits for it: also how long a kept-alive connection may idle.
+    #[arg(long, env = "TELEDROP_HTTP_HEADER_TIMEOUT", value_name = "TELEDROP_HTTP_HEADER_TIMEOUT",
+          default_value = "10s", value_parser = positive_duration, global = true)]
+    pub http_header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    #[arg(long, env = "TELEDROP_HTTP_IDLE_TIMEOUT", value_name = "TELEDROP_HTTP_IDLE_TIMEOUT",
+          default_value = "60s", value_parser = positive_duration, global = true)]
+    pub http_idle_timeout: Duration,
+    /// Bound on requests that stream no file (webhook, probes, metrics): 408 past it.
+    #[arg(long, env = "TELEDROP_HTTP_REQUEST_TIMEOUT", value_name = "TELEDROP_HTTP_REQUEST_TIMEOUT",
+          default_value = "30s", value_parser = positive_duration, global = true)]
+    pub http_request_timeout: Duration,
+    /// Connections served at once per listener; more wait in the backlog.
+    #[arg(long, env = "TELEDROP_HTTP_MAX_CONNECTIONS", value_name = "TELEDROP_HTTP_MAX_CONNECTIONS",
+          default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub http_max_connections: u32,
+    /// After SIGTERM, how long open requests may take before they are cut.
+    #[arg(long, env = "TELEDROP_HTTP_DRAIN_TIMEOUT", value_name = "TELEDROP_HTTP_DRAIN_TIMEOUT",
+          default_value = "30s", value_parser = positive_duration, global = true)]
+    pub http_drain_timeout: Duration,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            request_timeout: self.http_request_timeout,
+            max_connections: self.http_max_connections as usize,
+            drain_timeout: self.http_drain_timeout,
+        }
+    }
+}
+
+/// What every role takes besides its own arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    /// `TELEDROP_CA_FILE`.
+    pub ca: Option<CaBundle>,
+    pub http: crate::http::HttpLimits,
 }
 
 /// Trust shared by every TLS client of the process.
@@ -591,8 +639,8 @@ pub struct StorageArgs {
 }
 
 impl StorageArgs {
-    pub fn resolve(&self, _ca: Option<&CaBundle>) -> Result<teledrop_storage::Storage, ConfigError> {
-        teledrop_storage::Storage::from_url(&self.storage_url)
+    pub fn resolve(&self, ca: Option<&CaBundle>) -> Result<teledrop_storage::Storage, ConfigError> {
+        teledrop_storage::Storage::open(&self.storage_url, std::iter::empty(), ca)
             .map_err(|e| ConfigError::invalid("TELEDROP_STORAGE_URL", e))
     }
 }

@@ -2,6 +2,7 @@
 //! The roles' logic lives in their crates; this crate only connects them.
 
 pub mod config;
+pub mod http;
 pub mod roles;
 pub mod shutdown;
 pub mod standalone;

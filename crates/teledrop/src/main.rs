@@ -15,7 +15,13 @@ async fn main() -> std::process::ExitCode {
     let shutdown = teledrop::shutdown::on_signal();
     let result = match ca {
         Err(e) => Err(e.into()),
-        Ok(ca) => run(cli.command, ca, shutdown).await,
+        Ok(ca) => {
+            let common = teledrop::config::Common {
+                ca,
+                http: cli.http.limits(),
+            };
+            run(cli.command, &common, shutdown).await
+        }
     };
     let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -33,18 +39,17 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(
     command: Command,
-    ca: Option<teledrop_core::tls::CaBundle>,
+    common: &teledrop::config::Common,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let ca = ca.as_ref();
     match command {
-        Command::Standalone(args) => teledrop::standalone::run(args, ca, shutdown).await,
+        Command::Standalone(args) => teledrop::standalone::run(args, common, shutdown).await,
         Command::Migrate(args) => migrate(args).await,
-        Command::Ingress(args) => teledrop::roles::ingress(args, ca, shutdown).await,
-        Command::Worker(args) => teledrop::roles::worker(args, ca, shutdown).await,
-        Command::Links(args) => teledrop::roles::links(args, ca, shutdown).await,
-        Command::Webhook(args) => teledrop::roles::webhook(args, ca).await,
-        Command::Controller(args) => teledrop::roles::controller(args, ca, shutdown).await,
+        Command::Ingress(args) => teledrop::roles::ingress(args, common, shutdown).await,
+        Command::Worker(args) => teledrop::roles::worker(args, common, shutdown).await,
+        Command::Links(args) => teledrop::roles::links(args, common, shutdown).await,
+        Command::Webhook(args) => teledrop::roles::webhook(args, common).await,
+        Command::Controller(args) => teledrop::roles::controller(args, common, shutdown).await,
         Command::Crd => {
             print!("{}", teledrop_retention::crd_yaml());
             Ok(())

@@ -1,9 +1,10 @@
 //! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
 
 use crate::config::{
-    ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs, WorkerArgs,
-    parse_duration, parse_http_url,
+    Common, ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs,
+    WorkerArgs, parse_duration, parse_http_url,
 };
+use crate::http::HttpLimits;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -28,11 +29,14 @@ async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConfigError
         .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {addr}: {e}")))
 }
 
-async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
-    info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+async fn serve(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    crate::http::serve(name, listener, app, &limits, shutdown).await?;
     Ok(())
 }
 
@@ -49,17 +53,26 @@ async fn connect_bus(nats: &NatsArgs, ca: Option<&CaBundle>) -> anyhow::Result<J
     })
 }
 
-pub async fn ingress(args: IngressArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn ingress(args: IngressArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ca = common.ca.as_ref();
     let secret = args.secret.resolve()?;
     let mut config = teledrop_ingress::IngressConfig::new(secret);
     config.publish_timeout = parse_duration("TELEDROP_PUBLISH_TIMEOUT", &args.publish_timeout)?;
     let listener = listen(args.listen).await?;
     let bus = connect_bus(&args.nats, ca).await?;
     let app = teledrop_ingress::router(Arc::new(bus), config, teledrop_ingress::Metrics::default());
-    serve(listener, app, shutdown).await
+    serve(
+        "ingress",
+        listener,
+        common.http.bounded(app),
+        common.http.clone(),
+        shutdown,
+    )
+    .await
 }
 
-pub async fn links(args: LinksArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn links(args: LinksArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ca = common.ca.as_ref();
     let database_url = args.database.resolve(None)?;
     let storage = args.storage.resolve(ca)?;
     let listener = listen(args.listen).await?;
@@ -68,7 +81,15 @@ pub async fn links(args: LinksArgs, ca: Option<&CaBundle>, shutdown: Cancellatio
         .context("opening the catalog (DATABASE_URL)")?;
     let state = LinksState::new(catalog, storage, LinksConfig::default());
     let flusher = tokio::spawn(state.clone().run_flusher(shutdown.clone().cancelled_owned()));
-    serve(listener, teledrop_links::router(state), shutdown).await?;
+    // Downloads stream for as long as they take: no request timeout.
+    serve(
+        "links",
+        listener,
+        teledrop_links::router(state),
+        common.http.clone(),
+        shutdown,
+    )
+    .await?;
     flusher.await.context("download-count flusher")?;
     Ok(())
 }
@@ -104,7 +125,8 @@ async fn worker_ready(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
     }
 }
 
-pub async fn worker(args: WorkerArgs, ca: Option<&CaBundle>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn worker(args: WorkerArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ca = common.ca.as_ref();
     let ingest = args.ingest.resolve(ca)?;
     let database_url = args.database.resolve(None)?;
     let (storage, limits) = (ingest.storage, ingest.limits);
@@ -131,7 +153,13 @@ pub async fn worker(args: WorkerArgs, ca: Option<&CaBundle>, shutdown: Cancellat
         .route("/readyz", get(worker_ready))
         .route("/metrics", get(worker_metrics))
         .with_state(health);
-    let http = tokio::spawn(serve(listener, app, shutdown.clone()));
+    let http = tokio::spawn(serve(
+        "worker",
+        listener,
+        common.http.bounded(app),
+        common.http.clone(),
+        shutdown.clone(),
+    ));
     info!(concurrency = limits.worker_concurrency, "worker pulling updates");
     teledrop_worker::serve(
         bus.clone() as Arc<dyn Bus>,
@@ -147,8 +175,9 @@ pub async fn worker(args: WorkerArgs, ca: Option<&CaBundle>, shutdown: Cancellat
     Ok(())
 }
 
-pub async fn webhook(args: WebhookArgs, ca: Option<&CaBundle>) -> anyhow::Result<()> {
-    let telegram = Telegram::new(args.telegram.resolve(ca)?).context("setting up the Bot API client")?;
+pub async fn webhook(args: WebhookArgs, common: &Common) -> anyhow::Result<()> {
+    let telegram =
+        Telegram::new(args.telegram.resolve(common.ca.as_ref())?).context("setting up the Bot API client")?;
     match args.action {
         WebhookAction::Set {
             url,
@@ -214,18 +243,14 @@ async fn controller_metrics(State(h): State<Arc<ControllerHealth>>) -> impl Into
     )
 }
 
-pub async fn controller(
-    args: ControllerArgs,
-    ca: Option<&CaBundle>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn controller(args: ControllerArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     use teledrop_controller::{
         Context as ControllerContext, LeaseSettings, Metrics, Stop, lead, leadership, run_controller,
         run_orphan_collection,
     };
 
     let database_url = args.database.resolve(None)?;
-    let storage = args.storage.resolve(ca)?;
+    let storage = args.storage.resolve(common.ca.as_ref())?;
     let listener = listen(args.listen).await?;
     let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Controller)?)
         .await
@@ -266,7 +291,13 @@ pub async fn controller(
         .route("/readyz", get(controller_ready))
         .route("/metrics", get(controller_metrics))
         .with_state(health);
-    let http = tokio::spawn(serve(listener, app, shutdown.clone()));
+    let http = tokio::spawn(serve(
+        "controller",
+        listener,
+        common.http.bounded(app),
+        common.http.clone(),
+        shutdown.clone(),
+    ));
 
     let lease = LeaseSettings {
         name: args.lease_name.clone(),

@@ -15,11 +15,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/teledrop.db";
 
 pub async fn run(
     args: StandaloneArgs,
-    ca: Option<&teledrop_core::tls::CaBundle>,
+    common: &crate::config::Common,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Validate everything before touching anything.
-    let ingest = args.ingest.resolve(ca)?;
+    let ingest = args.ingest.resolve(common.ca.as_ref())?;
     let database_url = args.database.resolve(Some(DEFAULT_DATABASE_URL))?;
     let (storage, limits) = (ingest.storage, ingest.limits);
     let policies = match &args.policy_file {
@@ -94,12 +94,9 @@ pub async fn run(
     }
     {
         let app = teledrop_links::router(links.clone());
-        let stop = shutdown.clone();
+        let (stop, limits) = (shutdown.clone(), common.http.clone());
         tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
+            if let Err(e) = crate::http::serve("links", listener, app, &limits, stop).await {
                 tracing::error!(error = %e, "link server failed");
             }
         });
