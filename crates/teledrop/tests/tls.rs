@@ -190,7 +190,7 @@ async fn bad_tls_settings_stop_the_start_naming_the_variable() {
     std::fs::write(&wrong_password, "nope\n").unwrap();
     let expired = dir.path().join("expired.pem");
     std::fs::write(&expired, expired_ca_pem()).unwrap();
-    let base = vec![
+    let base = [
         ("NATS_URL", nats.url()),
         ("TELEDROP_WEBHOOK_SECRET", "secret_1".to_owned()),
         ("TELEDROP_LISTEN", format!("127.0.0.1:{}", free_port())),
@@ -198,7 +198,9 @@ async fn bad_tls_settings_stop_the_start_naming_the_variable() {
     let user = ("NATS_USER", nats.user.clone());
     let garbage_creds = dir.path().join("bad.creds");
     std::fs::write(&garbage_creds, "not a creds file\n").unwrap();
-    let cases: [(&str, Vec<(&str, String)>, &str); 4] = [
+    // (what, extra environment, the variable the error must name)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: [Case; 4] = [
         (
             "expired CA",
             vec![
