@@ -4,145 +4,44 @@
 //! uploads (a client of our own) included; without it, the same endpoint
 //! is refused with an error that names the certificate.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 use teledrop_core::ObjectKey;
 use teledrop_core::tls::CaBundle;
 use teledrop_storage::{PART_SIZE, Storage, StorageError};
+use teledrop_testkit::tls::{HttpsMoto, TestPki};
 
-const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// A CA and a server certificate for `localhost` and 127.0.0.1, as files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "teledrop storage test CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "moto");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// moto serving HTTPS on a free loopback port; killed when dropped.
-struct HttpsMoto {
-    child: Child,
-    endpoint: String,
-    _pki: Pki,
+/// moto over HTTPS, a bucket on it, and the CA that signed its certificate.
+struct Fixture {
+    _moto: HttpsMoto,
+    _pki: TestPki,
+    bucket: teledrop_testkit::s3::S3Bucket,
     ca: CaBundle,
 }
 
-impl Drop for HttpsMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl HttpsMoto {
-    fn start() -> HttpsMoto {
-        // scripts/servers.sh says which moto it found or installed.
-        let moto = teledrop_testkit::require_env("TEST_MOTO_BIN");
-        let pki = Pki::new();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(pki.file("moto.log")).unwrap();
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c"])
-            .arg(pki.file("server.pem"))
-            .arg("-k")
-            .arg(pki.file("server-key.pem"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {moto}: {e}"));
-        let ca = CaBundle::load("TELEDROP_CA_FILE", &pki.file("ca.pem")).unwrap();
-        let mut moto = HttpsMoto {
-            child,
-            endpoint: format!("https://127.0.0.1:{port}"),
+impl Fixture {
+    async fn start() -> Fixture {
+        let pki = TestPki::new();
+        let moto = HttpsMoto::start(&pki).await;
+        let bucket = moto.fresh_bucket(&pki).await;
+        let ca = CaBundle::load("TELEDROP_CA_FILE", &pki.ca_file()).unwrap();
+        Fixture {
+            _moto: moto,
             _pki: pki,
+            bucket,
             ca,
-        };
-        moto.wait_until_listening(port);
-        moto
-    }
-
-    fn wait_until_listening(&mut self, port: u16) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("moto exited ({status}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto not listening after {START_DEADLINE:?}: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._pki.file("moto.log")).unwrap_or_default()
-    }
-
-    /// Creates a bucket (moto takes an unsigned PUT) over a client that
-    /// trusts the CA.
-    async fn fresh_bucket(&self) -> String {
-        let bucket = format!("t-{}", teledrop_testkit::unique_suffix());
-        let ca = reqwest::Certificate::from_pem(self.ca.pem()).unwrap();
-        let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
-        let resp = client.put(format!("{}/{bucket}", self.endpoint)).send().await.unwrap();
-        assert!(resp.status().is_success(), "creating bucket: {}", resp.status());
-        bucket
-    }
-
-    fn open(&self, bucket: &str, ca: Option<&CaBundle>) -> Storage {
+    fn open(&self, ca: Option<&CaBundle>) -> Storage {
         let options = [
-            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_endpoint", self.bucket.endpoint.as_str()),
             ("aws_access_key_id", "testing"),
             ("aws_secret_access_key", "testing"),
             ("aws_region", "us-east-1"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        Storage::open(&format!("s3://{bucket}"), options, ca).unwrap()
+        Storage::open(&self.bucket.url(), options, ca).unwrap()
     }
 }
 
@@ -186,9 +85,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[tokio::test]
 async fn https_with_the_ca_works_end_to_end() {
-    let moto = HttpsMoto::start();
-    let bucket = moto.fresh_bucket().await;
-    let s = moto.open(&bucket, Some(&moto.ca));
+    let fixture = Fixture::start().await;
+    let s = fixture.open(Some(&fixture.ca));
     s.ping().await.unwrap();
 
     let small = key("blobs/tls/small");
@@ -256,9 +154,8 @@ async fn https_with_the_ca_works_end_to_end() {
 
 #[tokio::test]
 async fn https_without_the_ca_is_refused() {
-    let moto = HttpsMoto::start();
-    let bucket = moto.fresh_bucket().await;
-    let s = moto.open(&bucket, None);
+    let fixture = Fixture::start().await;
+    let s = fixture.open(None);
 
     // Our own listing client does not retry: the refusal comes at once.
     let err = s.unfinished_uploads("").try_next().await.unwrap_err();
