@@ -187,11 +187,16 @@ async fn apply(
         ctx.catalog.delete_policy(&key).await?;
         let new = RetentionPolicyStatus {
             observed_generation: Some(generation),
-            conditions: vec![ready(false, "InvalidSpec", &problem, now)],
-            ..status
+            conditions: vec![ready(false, "InvalidSpec", &problem, now, &status.conditions)],
+            ..status.clone()
         };
-        patch_status(api, rp, &new).await?;
-        publish(ctx, rp, EventType::Warning, "InvalidSpec", "Validate", &problem).await;
+        // Our own status write comes back as a watch event: writing (and
+        // telling) again each time would loop for as long as the spec
+        // stays invalid.
+        if new != status {
+            patch_status(api, rp, &new).await?;
+            publish(ctx, rp, EventType::Warning, "InvalidSpec", "Validate", &problem).await;
+        }
         return Ok(Action::await_change());
     }
 
@@ -266,7 +271,7 @@ pub fn status_after(
     };
     RetentionPolicyStatus {
         observed_generation: Some(generation),
-        conditions: vec![ready(true, "Swept", &message, now)],
+        conditions: vec![ready(true, "Swept", &message, now, &old.conditions)],
         last_run_time: Some(to_time(now)),
         next_run_time: Some(to_time(next)),
         last_run: Some(RunCounts {
@@ -286,13 +291,22 @@ pub fn status_after(
     }
 }
 
-fn ready(ok: bool, reason: &str, message: &str, now: DateTime<Utc>) -> Condition {
+/// The `Ready` condition. `lastTransitionTime` is when its status last
+/// changed (API conventions), so it is kept from `old` while the status
+/// stays the same; otherwise every write would move it and a status that
+/// says nothing new would still be a change.
+fn ready(ok: bool, reason: &str, message: &str, now: DateTime<Utc>, old: &[Condition]) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let since = old
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == status)
+        .map_or_else(|| to_time(now), |c| c.last_transition_time.clone());
     Condition {
         type_: "Ready".into(),
-        status: if ok { "True" } else { "False" }.into(),
+        status: status.into(),
         reason: reason.into(),
         message: truncate(message, 1000),
-        last_transition_time: to_time(now),
+        last_transition_time: since,
         observed_generation: None,
     }
 }

@@ -57,7 +57,7 @@ async fn a_policy_gets_its_finalizer_sweeps_reports_follows_its_spec_and_its_del
         "{p:#?}"
     );
     let status = p.status.clone().unwrap();
-    let run = status.last_run.clone().expect("lastRun");
+    let run = status.last_run.expect("lastRun");
     assert_eq!((run.matched_files, run.deleted_files), (1, 1), "{status:#?}");
     assert_eq!(status.total_deleted_files, 1, "{status:#?}");
     assert!(
@@ -161,6 +161,17 @@ async fn an_invalid_spec_is_not_ready_with_a_warning_until_fixed() {
         env.policy_keys().await.is_empty(),
         "no rules stored for an invalid policy"
     );
+    // One status write and one event for the refused generation: the
+    // controller's own status write must not make it write again.
+    let status_writes = env
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/retentionpolicies/empty/status"))
+        .count();
+    assert_eq!(status_writes, 1, "{:#?}\n{}", env.kube.requests(), logs(&procs));
+    let events = env.kube.events(NS);
+    assert_eq!(events.len(), 1, "{events:#?}");
 
     env.set_spec(NS, "empty", sweep_users(&[7]));
     env.wait_policy(&procs, NS, "empty", "Ready=True once fixed", |p| {
@@ -226,7 +237,7 @@ async fn the_controller_recovers_from_api_errors_closed_watches_and_expired_vers
     let ctl = env.controller("ctl-a").await;
     let procs = [&ctl];
     env.create_policy(NS, "flaky", sweep_users(&[701]));
-    env.wait_policy(&procs, NS, "flaky", "Ready", |p| observed(p)).await;
+    env.wait_policy(&procs, NS, "flaky", "Ready", observed).await;
 
     // 500s for a while, and the watch cut: a later change still lands.
     let before = env.kube.requests().len();
