@@ -447,6 +447,7 @@ def test_local_bot_api_server_shares_its_directory_with_the_workers(rendered):
     assert vol["persistentVolumeClaim"]["claimName"] == server_claim["claimName"]
     env = env_of(wc)
     assert env["TELEGRAM_LOCAL_MODE"]["value"] == "true"
+    assert env["TELEGRAM_LOCAL_DIR"]["value"] == "/var/lib/telegram-bot-api"  # only files beneath it are read
     assert env["TELEGRAM_API_URL"]["value"] == "http://teledrop-bot-api:8081/"
     svc = one(docs, "Service", "teledrop-bot-api")
     assert svc["spec"]["ports"][0]["port"] == 8081

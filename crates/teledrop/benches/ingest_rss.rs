@@ -55,6 +55,7 @@ async fn run(local_mode: bool, size: u64) {
         ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
         ("TELEGRAM_API_URL", sim.base_url().to_string()),
         ("TELEGRAM_LOCAL_MODE", local_mode.to_string()),
+        ("TELEGRAM_LOCAL_DIR", sim.config().local_dir.display().to_string()),
         ("TELEDROP_PUBLIC_URL", public.clone()),
         ("TELEDROP_LISTEN", format!("127.0.0.1:{port}")),
         ("DATABASE_URL", format!("sqlite://{}/td.db", dir.path().display())),

@@ -589,6 +589,16 @@ pub struct TelegramArgs {
         action = clap::ArgAction::Set
     )]
     pub telegram_local_mode: bool,
+    /// Local mode: the Bot API server's working directory (its `--dir`),
+    /// mounted at the same path here. A `file_path` outside it, through a
+    /// symlink or not naming a regular file is refused.
+    #[arg(
+        long,
+        env = "TELEGRAM_LOCAL_DIR",
+        value_name = "TELEGRAM_LOCAL_DIR",
+        default_value = teledrop_telegram::DEFAULT_LOCAL_DIR
+    )]
+    pub telegram_local_dir: PathBuf,
 }
 
 impl TelegramArgs {
@@ -602,6 +612,10 @@ impl TelegramArgs {
         let token: BotToken = raw.parse().map_err(|e| ConfigError::invalid("TELEGRAM_BOT_TOKEN", e))?;
         let api_url = parse_http_url("TELEGRAM_API_URL", &self.telegram_api_url)?;
         let mut config = teledrop_telegram::TelegramConfig::new(token, api_url, self.telegram_local_mode);
+        if !self.telegram_local_dir.is_absolute() {
+            return Err(ConfigError::invalid("TELEGRAM_LOCAL_DIR", "must be an absolute path"));
+        }
+        config.local_dir = self.telegram_local_dir.clone();
         config.ca = ca.cloned();
         Ok(config)
     }

@@ -77,6 +77,7 @@ impl Cluster {
             ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
             ("TELEGRAM_API_URL", sim.base_url().to_string()),
             ("TELEGRAM_LOCAL_MODE", setup.local_mode.to_string()),
+            ("TELEGRAM_LOCAL_DIR", sim.config().local_dir.display().to_string()),
             ("TELEDROP_PUBLIC_URL", public_url.clone()),
             ("TELEDROP_WEBHOOK_SECRET", SECRET.into()),
         ];

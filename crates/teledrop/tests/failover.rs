@@ -159,6 +159,7 @@ async fn a_worker_killed_mid_stream_is_replaced_without_a_trace() {
         ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
         ("TELEGRAM_API_URL", sim.base_url().to_string()),
         ("TELEGRAM_LOCAL_MODE", "true".into()),
+        ("TELEGRAM_LOCAL_DIR", sim.config().local_dir.display().to_string()),
         ("TELEDROP_PUBLIC_URL", public_url.clone()),
         ("TELEDROP_WEBHOOK_SECRET", SECRET.into()),
     ];

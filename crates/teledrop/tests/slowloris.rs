@@ -65,6 +65,7 @@ async fn slow_headers_neither_block_a_download_nor_stay_open() {
         ("TELEGRAM_BOT_TOKEN", sim.token().to_owned()),
         ("TELEGRAM_API_URL", sim.base_url().to_string()),
         ("TELEGRAM_LOCAL_MODE", "true".to_owned()),
+        ("TELEGRAM_LOCAL_DIR", sim.config().local_dir.display().to_string()),
         ("TELEDROP_PUBLIC_URL", public.clone()),
         ("TELEDROP_LISTEN", format!("127.0.0.1:{port}")),
         (

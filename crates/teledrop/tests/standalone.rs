@@ -49,6 +49,7 @@ impl Harness {
             ("TELEGRAM_BOT_TOKEN", self.sim.token().to_owned()),
             ("TELEGRAM_API_URL", self.sim.base_url().to_string()),
             ("TELEGRAM_LOCAL_MODE", self.local_mode.to_string()),
+            ("TELEGRAM_LOCAL_DIR", self.sim.config().local_dir.display().to_string()),
             ("TELEDROP_PUBLIC_URL", self.public_url()),
             ("TELEDROP_LISTEN", format!("127.0.0.1:{}", self.port)),
             ("DATABASE_URL", format!("sqlite://{}", self.db_path().display())),

@@ -19,6 +19,11 @@ pub enum TelegramError {
     /// Local mode could not read the Bot API server's file.
     #[error("local Bot API file: {0}")]
     LocalFile(String),
+    /// Local mode refused the `file_path` the Bot API server gave: outside
+    /// `TELEGRAM_LOCAL_DIR`, through a symlink, or not a regular file.
+    /// `path` is redacted.
+    #[error("refused the local Bot API file {path}: {reason}")]
+    LocalRefused { reason: crate::LocalRefusal, path: String },
     #[error("invalid Telegram configuration: {0}")]
     Config(String),
 }
@@ -33,6 +38,10 @@ impl TelegramError {
             // A missing or misplaced volume does not fix itself between
             // retries; the operator must act (the log says what to check).
             Self::LocalFile(_) => ErrorKind::Internal,
+            // The same path is refused on every attempt: fail at once and
+            // tell the user the file cannot be stored (no core kind is
+            // closer than "carries nothing we store").
+            Self::LocalRefused { .. } => ErrorKind::Unsupported,
             Self::Config(_) => ErrorKind::Internal,
         }
     }

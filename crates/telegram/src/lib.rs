@@ -10,13 +10,16 @@
 //! is part of every Bot API URL (and of local-mode paths).
 
 mod error;
+mod local;
 mod update;
 
 pub use error::TelegramError;
+pub use local::LocalRefusal;
 pub use update::{Command, Inbound, parse_update};
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use teledrop_core::{BotToken, ChatId, MessageId, Redactor};
 use teloxide::payloads::{EditMessageTextSetters, GetUpdatesSetters, SendMessageSetters};
@@ -31,6 +34,9 @@ pub type Result<T, E = TelegramError> = std::result::Result<T, E>;
 /// The public Bot API.
 pub const CLOUD_API_URL: &str = "https://api.telegram.org/";
 
+/// `telegram-bot-api`'s default working directory (`--dir`).
+pub const DEFAULT_LOCAL_DIR: &str = "/var/lib/telegram-bot-api";
+
 #[derive(Debug, Clone)]
 pub struct TelegramConfig {
     pub token: BotToken,
@@ -39,6 +45,9 @@ pub struct TelegramConfig {
     /// The server runs with `--local`: `file_path` is a path on a volume
     /// shared with us, and there is no 20 MB download limit.
     pub local_mode: bool,
+    /// Local mode: the Bot API server's working directory as mounted here.
+    /// Only regular files beneath it, reached without symlinks, are read.
+    pub local_dir: PathBuf,
     /// Whole-request limit for ordinary API calls (long polls add their
     /// own timeout on top).
     pub request_timeout: Duration,
@@ -56,6 +65,7 @@ impl TelegramConfig {
             token,
             api_url,
             local_mode,
+            local_dir: PathBuf::from(DEFAULT_LOCAL_DIR),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             download_idle_timeout: Duration::from_secs(60),
@@ -103,6 +113,7 @@ pub struct Telegram {
     api_url: Url,
     token: BotToken,
     local_mode: bool,
+    local_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Telegram {
@@ -110,6 +121,7 @@ impl std::fmt::Debug for Telegram {
         f.debug_struct("Telegram")
             .field("api_url", &self.api_url.as_str())
             .field("local_mode", &self.local_mode)
+            .field("local_dir", &self.local_dir)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +161,7 @@ impl Telegram {
             api_url: config.api_url,
             token: config.token,
             local_mode: config.local_mode,
+            local_dir: config.local_dir,
         })
     }
 
@@ -238,20 +251,46 @@ impl Telegram {
         }
     }
 
+    /// Opens a local-mode file, refusing anything but a regular file
+    /// beneath `local_dir` (see [`local`]): the path comes from another
+    /// process, and whatever we open here ends up behind a public link.
     async fn open_local(&self, path: &str) -> Result<ByteStream> {
-        let p = std::path::Path::new(path);
-        if !p.is_absolute() {
+        if !Path::new(path).is_absolute() {
             return Err(TelegramError::LocalFile(
                 "local mode expects an absolute file_path; is TELEGRAM_LOCAL_MODE set for a cloud API?".into(),
             ));
         }
-        let f = tokio::fs::File::open(p).await.map_err(|e| {
-            TelegramError::LocalFile(self.redactor.redact(&format!(
-                "opening {path}: {e} (is the Bot API server's volume mounted at the same path?)"
-            )))
-        })?;
+        let (dir, file) = (self.local_dir.clone(), PathBuf::from(path));
+        let opened = tokio::task::spawn_blocking(move || local::open_beneath(&dir, &file, local::Resolver::Openat2))
+            .await
+            .map_err(|e| TelegramError::LocalFile(format!("opening a local file: {e}")))?;
+        let redacted = self.redactor.redact(path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(local::OpenError::Refused(reason)) => {
+                tracing::error!(
+                    path = %redacted,
+                    local_dir = %self.local_dir.display(),
+                    %reason,
+                    "refused a file_path from the Bot API server; the file is not stored"
+                );
+                return Err(TelegramError::LocalRefused { reason, path: redacted });
+            }
+            Err(local::OpenError::Io(e)) => {
+                return Err(TelegramError::LocalFile(format!(
+                    "opening {redacted}: {} (is the Bot API server's volume mounted at the same path?)",
+                    self.redactor.redact(&e.to_string())
+                )));
+            }
+            Err(local::OpenError::Dir(e)) => {
+                return Err(TelegramError::LocalFile(format!(
+                    "opening TELEGRAM_LOCAL_DIR {}: {e} (is the Bot API server's volume mounted there?)",
+                    self.redactor.redact(&self.local_dir.display().to_string())
+                )));
+            }
+        };
         let redactor = self.redactor.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
+        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024)
             .map_err(move |e| TelegramError::LocalFile(redactor.redact(&format!("reading local file: {e}"))));
         Ok(stream.boxed())
     }

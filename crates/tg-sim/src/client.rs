@@ -214,4 +214,25 @@ impl SimClient {
         let v: Value = self.post("_sim/file_paths", &json!({ "file_id": file_id })).await?;
         Ok(v["file_path"].as_str().unwrap_or_default().to_owned())
     }
+
+    /// Local mode: from now on `getFile` of `file_id` returns `file_path`
+    /// verbatim (`/etc/passwd`, a symlink, a FIFO…) and writes no copy,
+    /// as a compromised or misconfigured Bot API server might.
+    pub async fn set_local_file_path(&self, file_id: &str, file_path: &str) -> Result<(), SimClientError> {
+        let body = json!({ "file_id": file_id, "file_path": file_path });
+        let resp = self
+            .http
+            .post(self.url("_sim/local_file_paths"))
+            .json(&body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Err(SimClientError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
 }

@@ -16,6 +16,7 @@
 //! | `GET  /_sim/webhook/deliveries` | → `[WebhookAttempt]` |
 //! | `GET  /_sim/status` | → [`crate::SimStatus`] |
 //! | `POST /_sim/file_paths` | `{file_id}` → `{file_path}`: a download path without getFile's 20 MB limit (test back door) |
+//! | `POST /_sim/local_file_paths` | `{file_id, file_path}` → 204: local-mode `getFile` of that `file_id` returns `file_path` verbatim from now on (hostile paths) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub fn router() -> Router<Arc<Inner>> {
         .route("/_sim/webhook/deliveries", get(deliveries))
         .route("/_sim/status", get(status))
         .route("/_sim/file_paths", post(file_path))
+        .route("/_sim/local_file_paths", post(set_local_file_path))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -204,6 +206,25 @@ async fn file_path(State(inner): State<Arc<Inner>>, Json(req): Json<FilePathReq>
     }
     match crate::files::assign_path(&mut inner.lock(), &req.file_id) {
         Some(p) => Json(json!({ "file_path": p })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown file_id"),
+    }
+}
+
+#[derive(Deserialize)]
+struct LocalPathReq {
+    file_id: String,
+    file_path: String,
+}
+
+async fn set_local_file_path(State(inner): State<Arc<Inner>>, Json(req): Json<LocalPathReq>) -> Response {
+    if !inner.config.local_mode {
+        return error(StatusCode::CONFLICT, "only local mode returns absolute file paths");
+    }
+    match inner.lock().file_ids.get_mut(&req.file_id) {
+        Some(entry) => {
+            entry.local_override = Some(req.file_path);
+            StatusCode::NO_CONTENT.into_response()
+        }
         None => error(StatusCode::NOT_FOUND, "unknown file_id"),
     }
 }

@@ -45,7 +45,9 @@ pub async fn get_file(inner: &Arc<Inner>, p: &Params) -> ApiResult {
         let path = assign_path(&mut st, &file_id).unwrap_or_default();
         (entry, path)
     };
-    let file_path = if local {
+    let file_path = if let (true, Some(p)) = (local, &entry.local_override) {
+        p.clone()
+    } else if local {
         let abs = write_local(inner, &entry, &path).await.map_err(|e| {
             tracing::error!(error = %e, "local mode: writing the file failed");
             ApiError::new(500, "Internal Server Error: can't save file")

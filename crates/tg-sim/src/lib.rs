@@ -25,7 +25,8 @@
 //! - `parse_mode` is parsed approximately (entities are not returned);
 //!   only `bot_command` entities are generated for user texts;
 //! - local mode has no `getFile` size limit at all and writes the file
-//!   synchronously during `getFile`;
+//!   synchronously during `getFile`; the control API can make `getFile`
+//!   return any path instead ([`SimClient::set_local_file_path`]);
 //! - the control API adds a back door ([`SimClient::file_path`]) to
 //!   download files over 20 MB over HTTP, which the cloud API never allows.
 //!

@@ -167,6 +167,9 @@ pub struct FileIdEntry {
     pub path: Option<String>,
     /// The local-mode copy, written on the first `getFile`.
     pub local: Arc<OnceCell<PathBuf>>,
+    /// A `file_path` that local-mode `getFile` returns verbatim instead of
+    /// the copy (tests of how a bot treats hostile paths).
+    pub local_override: Option<String>,
 }
 
 /// Webhook settings while one is set.
@@ -328,6 +331,7 @@ impl State {
                 ext: ext.to_owned(),
                 path: None,
                 local: Arc::new(OnceCell::new()),
+                local_override: None,
             },
         );
         id

@@ -264,3 +264,42 @@ async fn local_mode_writes_real_files_and_serves_no_http() {
     assert!(bot.download_file(&file.path, &mut dst).await.is_err());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn local_mode_get_file_can_be_made_to_return_any_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(SimConfig {
+        local_mode: true,
+        local_dir: dir.path().to_owned(),
+        ..SimConfig::default()
+    })
+    .await;
+    let bot = bot(&sim);
+    let ctl = sim.control();
+    let sent = ctl.send_file(FileSpec::document(USER, 1000, 6)).await.unwrap();
+    ctl.set_local_file_path(&sent.file_id, "/etc/passwd").await.unwrap();
+    let file = bot.get_file(FileId(sent.file_id.clone())).await.unwrap();
+    assert_eq!(file.path, "/etc/passwd");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no copy was written"
+    );
+    let unknown = ctl.set_local_file_path("nope", "/x").await.unwrap_err();
+    assert!(unknown.to_string().contains("404"), "{unknown}");
+    sim.shutdown().await;
+
+    // Cloud mode hands out relative paths only: the override is refused.
+    let cloud = start(SimConfig::default()).await;
+    let sent = cloud
+        .control()
+        .send_file(FileSpec::document(USER, 1000, 6))
+        .await
+        .unwrap();
+    let err = cloud
+        .control()
+        .set_local_file_path(&sent.file_id, "/etc/passwd")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("409"), "{err}");
+    cloud.shutdown().await;
+}

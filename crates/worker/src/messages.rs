@@ -124,13 +124,23 @@ pub fn rate_limited(f: &IncomingFile, why: Option<&str>) -> String {
     )
 }
 
+/// A file refused for good whatever happens (today: a local-mode
+/// `file_path` that is not a regular file beneath the Bot API's
+/// directory). The operator's log says why; the user only learns that
+/// sending it again will not help.
+pub fn cannot_store(f: &IncomingFile) -> String {
+    format!("❌ {} can't be stored.", label(f))
+}
+
 pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
+    if kind == ErrorKind::Unsupported {
+        return cannot_store(f);
+    }
     let why = match kind {
         ErrorKind::Network | ErrorKind::TelegramUnavailable => "Telegram could not be reached for too long",
         ErrorKind::TelegramRejected => "Telegram refused to hand out the file",
         ErrorKind::Storage => "the file store is not available",
         ErrorKind::Catalog => "the database is not available",
-        ErrorKind::Unsupported => "this kind of message carries no file I can store",
         _ => "something went wrong on our side",
     };
     format!("❌ Could not store {}: {why}. Please send it again later.", label(f))

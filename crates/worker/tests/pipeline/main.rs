@@ -506,6 +506,7 @@ fn assert_over_quota(job: &teledrop_core::JobRecord) {
     assert!(job.replied_at.is_some(), "the user was told");
 }
 
+mod local_files;
 mod pool;
 mod quotas;
 mod rate_limit;
