@@ -280,13 +280,22 @@ pub trait Catalog: Send + Sync + 'static {
     // ---- jobs ------------------------------------------------------------
 
     /// Records an accepted update as a pending job, exactly once per
-    /// `update_id`, with a creation event. A repeated `update_id` returns
-    /// the job as first recorded (its `incoming` is not replaced).
+    /// message (`incoming`'s chat and message id), with a creation event.
+    /// The same message again, under any `update_id`, returns the job as
+    /// first recorded (its `incoming` is not replaced). A known
+    /// `update_id` on another message is a new job: Telegram reuses update
+    /// ids after a week without updates.
     async fn accept_job(&self, update_id: UpdateId, incoming: &IncomingFile) -> Result<Accepted>;
 
     async fn job(&self, id: JobId) -> Result<Option<JobRecord>>;
 
+    /// The newest job recorded under `update_id`, for tracing and admin:
+    /// an update id may name several jobs over time, so idempotency goes
+    /// through [`Catalog::job_by_message`].
     async fn job_by_update(&self, update_id: UpdateId) -> Result<Option<JobRecord>>;
+
+    /// The job of one message, the key [`Catalog::accept_job`] records by.
+    async fn job_by_message(&self, chat: ChatId, message: MessageId) -> Result<Option<JobRecord>>;
 
     /// The one way a job changes state (besides [`Catalog::commit_stored`],
     /// which moves running → stored with the file in the same

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use teledrop_core::file::FileState;
 use teledrop_core::{
-    BlobRecord, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
+    BlobRecord, ChatId, ErrorKind, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord,
     LinkToken, MessageId, NewLink, ObjectKey, UpdateId, Usage, UserId,
 };
 use tokio::sync::Semaphore;
@@ -92,6 +92,20 @@ impl PgCatalog {
             .await
             .map_err(CatalogError::Connect)?;
         Ok(Self { pool, quota_waiters })
+    }
+
+    /// The job of a message: what jobs are unique by.
+    async fn message_job(conn: &mut PgConnection, chat: ChatId, message: MessageId) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE chat_id = $1 AND message_id = $2"
+        ))
+        .bind(chat.0)
+        .bind(i64::from(message.0))
+        .fetch_optional(conn)
+        .await?;
+        row.as_ref().map(common::job_from).transpose()
     }
 
     async fn job_state(conn: &mut PgConnection, id: JobId) -> Result<Option<JobState>> {
@@ -208,13 +222,13 @@ impl Catalog for PgCatalog {
         let id = JobId::new();
         let now = common::now();
         let mut tx = self.pool.begin().await?;
-        // A concurrent insert of the same update_id makes this wait for
+        // A concurrent insert of the same message makes this wait for
         // that transaction, then do nothing: exactly one caller inserts.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, update_id, user_id, chat_id, message_id, incoming, state, attempts, \
                                created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7) \
-             ON CONFLICT (update_id) DO NOTHING",
+             ON CONFLICT (chat_id, message_id) DO NOTHING",
         )
         .bind(id.as_uuid())
         .bind(update_id.0)
@@ -230,11 +244,10 @@ impl Catalog for PgCatalog {
         if inserted {
             Self::insert_event(&mut tx, id, now, None, JobState::Pending, None, "accepted").await?;
         }
-        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE update_id = $1"))
-            .bind(update_id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let job = common::job_from(&row)?;
+        // Inserted or already there: the row exists.
+        let job = Self::message_job(&mut tx, incoming.chat_id, incoming.message_id)
+            .await?
+            .ok_or_else(|| common::corrupt("an accepted job has no row"))?;
         tx.commit().await?;
         Ok(if inserted {
             Accepted::New(job)
@@ -252,11 +265,20 @@ impl Catalog for PgCatalog {
     }
 
     async fn job_by_update(&self, update_id: UpdateId) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE update_id = $1"))
-            .bind(update_id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE update_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(update_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(common::job_from).transpose()
+    }
+
+    async fn job_by_message(&self, chat: ChatId, message: MessageId) -> Result<Option<JobRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::message_job(&mut conn, chat, message).await
     }
 
     async fn transition(&self, id: JobId, change: Transition) -> Result<JobRecord> {

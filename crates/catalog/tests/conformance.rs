@@ -12,6 +12,7 @@ use sqlx::Connection;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use teledrop_catalog::{
     Accepted, Admission, Catalog, CatalogError, DownloadHit, FileCursor, FileFilter, QuotaLockScope, StoredBlob,
@@ -121,11 +122,15 @@ fn migration_files(backend: Backend) -> i64 {
 
 // ---- data helpers ------------------------------------------------------------
 
+/// A file message from `user`. Each call is a message of its own (jobs are
+/// keyed by chat and message id); reuse the value to send the same
+/// message again.
 fn incoming(user: i64, unique: &str) -> IncomingFile {
+    static NEXT_MESSAGE: AtomicI32 = AtomicI32::new(1);
     IncomingFile {
         user_id: UserId(user),
         chat_id: ChatId(user * 10),
-        message_id: MessageId(7),
+        message_id: MessageId(NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed)),
         kind: MediaKind::Video,
         telegram_file_id: format!("tg-{unique}-{user}"),
         file_unique_id: unique.to_owned(),
@@ -338,14 +343,27 @@ async fn accept_job_is_idempotent(c: Arc<dyn Catalog>) {
     assert_eq!(job.status_message_id, None);
     assert_eq!(job.created_at, job.updated_at);
 
-    // The same update again, even with other content: the stored job.
-    let second = c.accept_job(UpdateId(1000), &incoming(2, "other")).await.unwrap();
+    // The same message again (Telegram retrying or redelivering it), under
+    // another update id and with other content: the stored job.
+    let again = IncomingFile {
+        file_unique_id: "other".into(),
+        ..inc.clone()
+    };
+    let second = c.accept_job(UpdateId(1001), &again).await.unwrap();
     assert_eq!(second, Accepted::Duplicate(job.clone()));
     assert_eq!(second.job(), first.job());
 
     assert_eq!(c.job(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(
+        c.job_by_message(inc.chat_id, inc.message_id).await.unwrap(),
+        Some(job.clone())
+    );
     assert_eq!(c.job_by_update(UpdateId(1000)).await.unwrap(), Some(job.clone()));
-    assert_eq!(c.job_by_update(UpdateId(1001)).await.unwrap(), None);
+    assert_eq!(
+        c.job_by_update(UpdateId(1001)).await.unwrap(),
+        None,
+        "a duplicate records nothing"
+    );
     assert_eq!(c.job(JobId::new()).await.unwrap(), None);
 
     let events = c.job_events(job.id).await.unwrap();
@@ -356,22 +374,62 @@ async fn accept_job_is_idempotent(c: Arc<dyn Catalog>) {
     );
     assert_eq!(events[0].at, job.created_at);
 
-    let other = c.accept_job(UpdateId(1001), &inc).await.unwrap();
-    assert!(matches!(other, Accepted::New(_)));
+    // An update id already used, on another message: Telegram picked it
+    // again after a week without updates. A new job, whatever the old
+    // one's state.
+    c.transition(job.id, Transition::new(JobState::Pending, JobState::Failed, "done"))
+        .await
+        .unwrap();
+    let next = IncomingFile {
+        message_id: MessageId(inc.message_id.0 + 1_000_000),
+        ..inc.clone()
+    };
+    assert_eq!(c.job_by_message(next.chat_id, next.message_id).await.unwrap(), None);
+    let reused = c.accept_job(UpdateId(1000), &next).await.unwrap();
+    let Accepted::New(newer) = reused.clone() else {
+        panic!("a reused update id on a new message must be a new job: {reused:?}")
+    };
+    assert_ne!(newer.id, job.id);
+    assert_eq!((newer.update_id, &newer.incoming), (UpdateId(1000), &next));
+    assert_eq!(newer.state, JobState::Pending);
+    assert_eq!(
+        c.job_by_message(next.chat_id, next.message_id).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        c.job_by_update(UpdateId(1000)).await.unwrap(),
+        Some(newer),
+        "the newest"
+    );
+
+    // The same message id in another chat is another message.
+    let elsewhere = IncomingFile {
+        chat_id: ChatId(inc.chat_id.0 + 1),
+        ..inc.clone()
+    };
+    let other = c.accept_job(UpdateId(1002), &elsewhere).await.unwrap();
+    assert!(matches!(other, Accepted::New(_)), "{other:?}");
     assert_ne!(other.job().id, job.id);
 }
 
 async fn accept_job_concurrently_once(c: Arc<dyn Catalog>) {
     const N: usize = 20;
     let barrier = Arc::new(Barrier::new(N));
+    let base = incoming(1, "race");
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
         let c = c.clone();
         let barrier = barrier.clone();
+        // One message, delivered at once under several update ids and with
+        // differing content: the first insert wins.
+        let inc = IncomingFile {
+            file_unique_id: format!("race-{i}"),
+            ..base.clone()
+        };
+        let update = UpdateId(777 + i64::try_from(i).unwrap());
         tasks.spawn(async move {
-            let inc = incoming(i64::try_from(i).unwrap() + 1, "race");
             barrier.wait().await;
-            c.accept_job(UpdateId(777), &inc).await
+            c.accept_job(update, &inc).await
         });
     }
     let mut outcomes = Vec::new();

@@ -278,11 +278,13 @@ impl Pipeline {
     /// The last delivery of an update failed retryably: fail its job for
     /// good and tell the user, since nothing will deliver it again.
     pub async fn give_up(&self, envelope: &Envelope, deliveries: u32) -> Outcome {
-        let job = match self
-            .catalog
-            .job_by_update(teledrop_core::UpdateId(envelope.update_id))
-            .await
-        {
+        // The job is the update's message: its update id may also name an
+        // older job, from before Telegram reused it.
+        let Some(Inbound::File(incoming)) = serde_json::from_slice(&envelope.body).ok().as_ref().map(parse_update)
+        else {
+            return Outcome::Drop;
+        };
+        let job = match self.catalog.job_by_message(incoming.chat_id, incoming.message_id).await {
             Ok(Some(j)) => j,
             // Never recorded (the catalog was down throughout): nothing to tell.
             Ok(None) | Err(_) => return Outcome::Drop,

@@ -70,6 +70,9 @@ impl Catalog for ObservedCatalog {
     async fn job_by_update(&self, update_id: UpdateId) -> Result<Option<JobRecord>> {
         self.inner.job_by_update(update_id).await
     }
+    async fn job_by_message(&self, chat: ChatId, message: MessageId) -> Result<Option<JobRecord>> {
+        self.inner.job_by_message(chat, message).await
+    }
     async fn transition(&self, id: JobId, change: Transition) -> Result<JobRecord> {
         self.inner.transition(id, change).await
     }

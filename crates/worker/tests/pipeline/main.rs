@@ -510,6 +510,7 @@ mod local_files;
 mod pool;
 mod quotas;
 mod rate_limit;
+mod update_ids;
 
 /// Two pipelines with pools of their own on one fresh Postgres database
 /// (as two worker replicas), sharing a folder store; `rig` is the first.
