@@ -82,18 +82,15 @@ async fn leak_upload(s: &Storage, k: &ObjectKey) {
 
 /// Waits (up to a deadline) until the backend holds `n` unfinished uploads.
 async fn wait_for_unfinished(f: &Fixture, n: usize) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let left = f.unfinished_uploads().await;
-        if left.len() == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {n} unfinished uploads, found {left:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let reached = teledrop_testkit::poll_until(std::time::Duration::from_secs(20), || async {
+        (f.unfinished_uploads().await.len() == n).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "expected {n} unfinished uploads, found {:?}",
+        f.unfinished_uploads().await
+    );
 }
 
 async fn unfinished_keys(s: &Storage, prefix: &str) -> Vec<String> {
