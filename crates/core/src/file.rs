@@ -250,7 +250,10 @@ pub fn sanitize_file_name(raw: &str, fallback: &str) -> String {
         }
         out.push(c);
     }
-    let trimmed = out.trim().trim_start_matches('.').trim();
+    // Dots and spaces in any order: `. .bashrc` must not keep its dot.
+    let trimmed = out
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if trimmed.is_empty() {
         fallback.to_owned()
     } else {
