@@ -54,6 +54,10 @@ pub struct TelegramConfig {
     pub connect_timeout: Duration,
     /// A download that receives nothing for this long is abandoned.
     pub download_idle_timeout: Duration,
+    /// Whole-request limit for `getFile`. A local Bot API server answers
+    /// it only after downloading the whole file from Telegram, minutes for
+    /// big files, so it gets a limit of its own.
+    pub get_file_timeout: Duration,
     /// Extra roots (`TELEDROP_CA_FILE`) for a self-hosted Bot API server
     /// behind a private CA, trusted on top of the built-in ones.
     pub ca: Option<teledrop_core::tls::CaBundle>,
@@ -69,6 +73,7 @@ impl TelegramConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             download_idle_timeout: Duration::from_secs(60),
+            get_file_timeout: DEFAULT_GET_FILE_TIMEOUT,
             ca: None,
         }
     }
@@ -108,6 +113,8 @@ pub struct Telegram {
     bot: teloxide::Bot,
     /// Long polls need a client whose total timeout exceeds the poll.
     poll_bot: teloxide::Bot,
+    /// `getFile`, with its own (long) timeout.
+    file_bot: teloxide::Bot,
     download: reqwest::Client,
     redactor: Redactor,
     api_url: Url,
@@ -125,6 +132,10 @@ impl std::fmt::Debug for Telegram {
             .finish_non_exhaustive()
     }
 }
+
+/// What 2000 MB needs at about 1.1 MB/s, a slow local Bot API server's
+/// pace when fetching from Telegram's data centres.
+pub const DEFAULT_GET_FILE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The longest long poll we ask for, in seconds.
 pub const POLL_TIMEOUT_SECS: u32 = 25;
@@ -149,13 +160,15 @@ impl Telegram {
         let api = build(builder().timeout(config.request_timeout))?;
         let poll =
             build(builder().timeout(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS)) + config.request_timeout))?;
+        let get_file = build(builder().timeout(config.get_file_timeout))?;
         let download = build(builder().read_timeout(config.download_idle_timeout))?;
-        let token = config.token.expose().to_owned();
-        let bot = teloxide::Bot::with_client(token.clone(), api).set_api_url(config.api_url.clone());
-        let poll_bot = teloxide::Bot::with_client(token, poll).set_api_url(config.api_url.clone());
+        let token = config.token.expose();
+        let bot_on = |client| teloxide::Bot::with_client(token, client).set_api_url(config.api_url.clone());
+        let (bot, poll_bot, file_bot) = (bot_on(api), bot_on(poll), bot_on(get_file));
         Ok(Self {
             bot,
             poll_bot,
+            file_bot,
             download,
             redactor,
             api_url: config.api_url,
@@ -225,10 +238,12 @@ impl Telegram {
     }
 
     /// `getFile`: where the bytes are. Fails with
-    /// [`TelegramError::TooBig`] when the cloud API refuses the size.
+    /// [`TelegramError::TooBig`] when the cloud API refuses the size. A
+    /// local server answers only once it holds the whole file: this may
+    /// take up to [`TelegramConfig::get_file_timeout`].
     pub async fn resolve(&self, file_id: &str) -> Result<RemoteFile> {
         let file = self
-            .bot
+            .file_bot
             .get_file(teloxide::types::FileId(file_id.to_owned()))
             .await
             .map_err(|e| self.err(e))?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::types::{ChatLog, Faults, FileInfo, FileSpec, SentFile, SentUpdate, SimStatus, WebhookAttempt};
+use crate::types::{ChatLog, Faults, FileInfo, FileSpec, LocalFetch, SentFile, SentUpdate, SimStatus, WebhookAttempt};
 
 /// Errors of [`SimClient`] calls.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +205,12 @@ impl SimClient {
     /// Waiting long polls, pending updates, webhook URL.
     pub async fn status(&self) -> Result<SimStatus, SimClientError> {
         self.get("_sim/status").await
+    }
+
+    /// Every `file_id` `getFile` was asked for: how often, and how far
+    /// local mode's fetch got.
+    pub async fn local_fetches(&self) -> Result<Vec<LocalFetch>, SimClientError> {
+        self.get("_sim/local_fetches").await
     }
 
     /// A download `file_path` for `file_id` without `getFile`'s 20 MB

@@ -17,6 +17,10 @@ pub fn generate_token() -> String {
     format!("{id}:{tail}")
 }
 
+/// Local mode's default fetch rate: 16 MiB/s, about what
+/// `telegram-bot-api --local` gets from Telegram's data centres.
+pub const DEFAULT_LOCAL_FETCH_RATE: u64 = 16 * 1024 * 1024;
+
 /// How a [`crate::Sim`] behaves. `Debug` leaves the token out.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -32,6 +36,11 @@ pub struct SimConfig {
     /// Where local mode writes files (`<local_dir>/<token>/<folder>/file_N.ext`),
     /// like `/var/lib/telegram-bot-api`.
     pub local_dir: PathBuf,
+    /// How fast local mode "fetches" a file from Telegram's data centres
+    /// before `getFile` answers, in bytes per second; `None`: at once.
+    /// The default, [`DEFAULT_LOCAL_FETCH_RATE`], makes 2000 MB take
+    /// about two minutes, as it does for a real server.
+    pub local_fetch_rate: Option<u64>,
     /// Longest wait between two webhook retries of one update (Telegram:
     /// about 60 s).
     pub webhook_backoff_cap: Duration,
@@ -47,6 +56,7 @@ impl Default for SimConfig {
             bot_username: "teledrop_test_bot".to_owned(),
             local_mode: false,
             local_dir: std::env::temp_dir().join("tg-sim"),
+            local_fetch_rate: Some(DEFAULT_LOCAL_FETCH_RATE),
             webhook_backoff_cap: Duration::from_secs(60),
             webhook_first_retry: Duration::from_secs(1),
         }
@@ -68,6 +78,7 @@ impl std::fmt::Debug for SimConfig {
             .field("bot_username", &self.bot_username)
             .field("local_mode", &self.local_mode)
             .field("local_dir", &self.local_dir)
+            .field("local_fetch_rate", &self.local_fetch_rate)
             .field("webhook_backoff_cap", &self.webhook_backoff_cap)
             .field("webhook_first_retry", &self.webhook_first_retry)
             .finish()

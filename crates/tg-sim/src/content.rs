@@ -72,28 +72,6 @@ pub fn sha256_hex(key: u64, size: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Writes the content to `path` (blocking), creating parent directories.
-pub fn write_to(key: u64, size: u64, path: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // Write to a temporary name first so a reader never sees half a file.
-    let tmp = path.with_extension("part");
-    let mut out = std::fs::File::create(&tmp)?;
-    let mut buf = vec![0u8; CHUNK * 4];
-    let mut offset = 0u64;
-    while offset < size {
-        let n = (size - offset).min(buf.len() as u64) as usize;
-        fill(key, offset, &mut buf[..n]);
-        out.write_all(&buf[..n])?;
-        offset += n as u64;
-    }
-    out.sync_all()?;
-    drop(out);
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

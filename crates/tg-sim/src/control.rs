@@ -16,6 +16,7 @@
 //! | `GET  /_sim/webhook/deliveries` | → `[WebhookAttempt]` |
 //! | `GET  /_sim/status` | → [`crate::SimStatus`] |
 //! | `POST /_sim/file_paths` | `{file_id}` → `{file_path}`: a download path without getFile's 20 MB limit (test back door) |
+//! | `GET  /_sim/local_fetches` | → `[LocalFetch]`: every `file_id` `getFile` was asked for, with its call count and local fetch progress |
 //! | `POST /_sim/local_file_paths` | `{file_id, file_path}` → 204: local-mode `getFile` of that `file_id` returns `file_path` verbatim from now on (hostile paths) |
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 
 use crate::inject;
 use crate::state::Inner;
-use crate::types::{ChatLog, Faults, FileInfo, FileSpec, SimStatus};
+use crate::types::{ChatLog, Faults, FileInfo, FileSpec, LocalFetch, SimStatus};
 
 /// Longest a chat-log request waits.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -54,6 +55,7 @@ pub fn router() -> Router<Arc<Inner>> {
         .route("/_sim/status", get(status))
         .route("/_sim/file_paths", post(file_path))
         .route("/_sim/local_file_paths", post(set_local_file_path))
+        .route("/_sim/local_fetches", get(local_fetches))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -227,4 +229,23 @@ async fn set_local_file_path(State(inner): State<Arc<Inner>>, Json(req): Json<Lo
         }
         None => error(StatusCode::NOT_FOUND, "unknown file_id"),
     }
+}
+
+async fn local_fetches(State(inner): State<Arc<Inner>>) -> Json<Vec<LocalFetch>> {
+    let st = inner.lock();
+    let mut all: Vec<LocalFetch> = st
+        .file_ids
+        .iter()
+        .filter(|(_, e)| e.local.get_file_calls() > 0)
+        .map(|(id, e)| LocalFetch {
+            file_id: id.clone(),
+            file_unique_id: e.record.unique_id.clone(),
+            size: e.record.size,
+            get_file_calls: e.local.get_file_calls(),
+            started: e.local.started(),
+            fetched: e.local.fetched(),
+        })
+        .collect();
+    all.sort_by(|a, b| a.file_id.cmp(&b.file_id));
+    Json(all)
 }

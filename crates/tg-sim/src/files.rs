@@ -8,9 +8,10 @@
 //! download faults; single `Range`s are served too.
 //!
 //! Local mode behaves like `telegram-bot-api --local`: no size limit,
-//! `getFile` writes the content to
-//! `<local_dir>/<token>/<folder>/file_N.ext` and returns that absolute
-//! path, and the download route answers 404.
+//! `getFile` "fetches" the content into
+//! `<local_dir>/<token>/<folder>/file_N.ext` at the configured rate and
+//! only then returns that absolute path (the request stays open
+//! meanwhile), and the download route answers 404.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use serde_json::json;
 
 use crate::botapi::apply_faults;
 use crate::content::{self, CHUNK};
+use crate::local_fetch::{self, FetchSpec};
 use crate::params::Params;
 use crate::reply::{ApiError, ApiResult, ok};
 use crate::state::{FileIdEntry, Inner, State};
@@ -45,6 +47,7 @@ pub async fn get_file(inner: &Arc<Inner>, p: &Params) -> ApiResult {
         let path = assign_path(&mut st, &file_id).unwrap_or_default();
         (entry, path)
     };
+    entry.local.count_call();
     let file_path = if let (true, Some(p)) = (local, &entry.local_override) {
         p.clone()
     } else if local {
@@ -80,22 +83,16 @@ pub fn assign_path(st: &mut State, file_id: &str) -> Option<String> {
     Some(path)
 }
 
-/// Writes the local-mode copy once and returns its absolute path.
+/// The local-mode copy's absolute path once it is complete (see
+/// [`crate::local_fetch`]: as slow as the configured fetch rate).
 async fn write_local(inner: &Inner, entry: &FileIdEntry, rel: &str) -> std::io::Result<PathBuf> {
-    let base = std::path::absolute(&inner.config.local_dir)?;
-    let target = base.join(&inner.config.token).join(rel);
-    let (key, size) = (entry.record.key, entry.record.size);
-    entry
-        .local
-        .get_or_try_init(|| async move {
-            let t = target.clone();
-            tokio::task::spawn_blocking(move || content::write_to(key, size, &t))
-                .await
-                .map_err(std::io::Error::other)??;
-            Ok(target)
-        })
-        .await
-        .cloned()
+    let spec = FetchSpec {
+        key: entry.record.key,
+        size: entry.record.size,
+        target: local_fetch::target(&inner.config.local_dir, &inner.config.token, rel)?,
+        rate: inner.config.local_fetch_rate,
+    };
+    entry.local.get(spec, &inner.shutdown).await
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` → half-open range; `Err` when

@@ -24,9 +24,11 @@
 //! - a method call returned in a webhook answer's body is ignored;
 //! - `parse_mode` is parsed approximately (entities are not returned);
 //!   only `bot_command` entities are generated for user texts;
-//! - local mode has no `getFile` size limit at all and writes the file
-//!   synchronously during `getFile`; the control API can make `getFile`
-//!   return any path instead ([`SimClient::set_local_file_path`]);
+//! - local mode has no `getFile` size limit at all; like the real server
+//!   it answers `getFile` only once it has "fetched" the whole file into
+//!   its directory, at [`SimConfig::local_fetch_rate`]; the control API
+//!   can make `getFile` return any path instead
+//!   ([`SimClient::set_local_file_path`]);
 //! - the control API adds a back door ([`SimClient::file_path`]) to
 //!   download files over 20 MB over HTTP, which the cloud API never allows.
 //!
@@ -47,6 +49,7 @@ pub mod control;
 mod files;
 mod ids;
 mod inject;
+mod local_fetch;
 mod messages;
 mod params;
 mod reply;
@@ -62,12 +65,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{SimClient, SimClientError};
-pub use config::{SimConfig, generate_token};
+pub use config::{DEFAULT_LOCAL_FETCH_RATE, SimConfig, generate_token};
 pub use files::CLOUD_DOWNLOAD_LIMIT;
 pub use inject::SHA_AT_SEND_LIMIT;
 pub use types::{
-    BotMessage, CallbackAnswer, ChatLog, Faults, FileInfo, FileSpec, Force429, MediaKind, SentFile, SentUpdate,
-    SimStatus, WebhookAttempt,
+    BotMessage, CallbackAnswer, ChatLog, Faults, FileInfo, FileSpec, Force429, LocalFetch, MediaKind, SentFile,
+    SentUpdate, SimStatus, WebhookAttempt,
 };
 
 use state::Inner;

@@ -27,6 +27,8 @@ use tg_sim::{Sim, SimConfig};
 ///                          what the bot sent/edited/deleted in chat ID; waits for a change
 ///   GET  /_sim/files/FILE_UNIQUE_ID   size and sha256 of a file's content
 ///   POST /_sim/file_paths  {"file_id":".."}: a download path even over 20 MB (test back door)
+///   POST /_sim/local_file_paths {"file_id":"..","file_path":"/etc/passwd"}: local getFile returns it
+///   GET  /_sim/local_fetches  getFile calls per file_id and local-mode fetch progress
 ///   GET|PUT /_sim/faults   {"latency":{"*":0,"getFile":200,"download":0},
 ///                           "download_bytes_per_sec":null,"error_rate_5xx":0.0,
 ///                           "force_429":{"method":"sendMessage","retry_after":3,"count":2},
@@ -64,6 +66,12 @@ struct Args {
     #[arg(long, env = "TG_SIM_LOCAL_DIR")]
     local_dir: Option<PathBuf>,
 
+    /// Local mode: how fast getFile "fetches" a file from Telegram before
+    /// it answers, in bytes per second (0: at once). The default, 16 MiB/s,
+    /// makes a 2000 MB getFile take about two minutes, like a real server.
+    #[arg(long, env = "TG_SIM_LOCAL_FETCH_RATE", default_value_t = tg_sim::DEFAULT_LOCAL_FETCH_RATE)]
+    local_fetch_rate: u64,
+
     /// Longest wait between webhook retries, in milliseconds (Telegram: about 60 s).
     #[arg(long, env = "TG_SIM_WEBHOOK_BACKOFF_CAP_MS", default_value_t = 60_000)]
     webhook_backoff_cap_ms: u64,
@@ -89,6 +97,7 @@ async fn main() -> std::io::Result<()> {
         bot_username: args.bot_username,
         local_mode: args.local_mode,
         local_dir: args.local_dir.unwrap_or(defaults.local_dir),
+        local_fetch_rate: Some(args.local_fetch_rate).filter(|r| *r > 0),
         webhook_backoff_cap: Duration::from_millis(args.webhook_backoff_cap_ms),
         webhook_first_retry: Duration::from_millis(args.webhook_first_retry_ms),
     };

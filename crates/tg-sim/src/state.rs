@@ -18,7 +18,6 @@
 //! (under the lock), check, then await `changed()` — no lost wake-ups.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -165,8 +164,8 @@ pub struct FileIdEntry {
     pub ext: String,
     /// Relative `file_path` once `getFile` assigned one.
     pub path: Option<String>,
-    /// The local-mode copy, written on the first `getFile`.
-    pub local: Arc<OnceCell<PathBuf>>,
+    /// The local-mode copy, fetched by the first `getFile`.
+    pub local: Arc<crate::local_fetch::LocalCopy>,
     /// A `file_path` that local-mode `getFile` returns verbatim instead of
     /// the copy (tests of how a bot treats hostile paths).
     pub local_override: Option<String>,
@@ -330,7 +329,7 @@ impl State {
                 kind,
                 ext: ext.to_owned(),
                 path: None,
-                local: Arc::new(OnceCell::new()),
+                local: Arc::default(),
                 local_override: None,
             },
         );

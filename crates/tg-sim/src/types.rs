@@ -260,6 +260,20 @@ pub struct Faults {
     pub blocked_chats: Vec<i64>,
 }
 
+/// `getFile` of one `file_id`, as `GET /_sim/local_fetches` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalFetch {
+    pub file_id: String,
+    pub file_unique_id: String,
+    pub size: u64,
+    /// `getFile` calls for this `file_id` so far (any mode).
+    pub get_file_calls: u32,
+    /// Local mode: whether the fetch into the working directory started.
+    pub started: bool,
+    /// Local mode: bytes fetched so far (`size` once done).
+    pub fetched: u64,
+}
+
 /// A snapshot of the simulator's update machinery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStatus {

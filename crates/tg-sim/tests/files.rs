@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bot, file_url, http, sha256_hex, sim, start};
+use common::{bot, eventually, file_url, http, sha256_hex, sim, start};
 use futures::StreamExt;
 use serde_json::Value;
 use teloxide::net::Download;
@@ -262,6 +262,47 @@ async fn local_mode_writes_real_files_and_serves_no_http() {
     // teloxide turns the path into an HTTP URL, which 404s.
     let mut dst = Vec::new();
     assert!(bot.download_file(&file.path, &mut dst).await.is_err());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn local_get_file_answers_once_the_paced_fetch_is_done_and_outlives_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(SimConfig {
+        local_mode: true,
+        local_dir: dir.path().to_owned(),
+        local_fetch_rate: Some(4 * MIB),
+        ..SimConfig::default()
+    })
+    .await;
+    let bot = bot(&sim);
+    let ctl = sim.control();
+    let sent = ctl.send_file(FileSpec::document(USER, 2 * MIB, 8)).await.unwrap();
+    let started = std::time::Instant::now();
+
+    // A caller that gives up leaves the fetch running on the server.
+    let impatient = bot.get_file(FileId(sent.file_id.clone()));
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(100), impatient).await;
+    assert!(gave_up.is_err(), "2 MiB at 4 MiB/s cannot answer within 100 ms");
+    let during = eventually("the fetch goes on after the caller left", || async {
+        let all = ctl.local_fetches().await.unwrap();
+        all.into_iter().find(|f| f.file_id == sent.file_id && f.fetched > 0)
+    })
+    .await;
+    assert!(during.started && during.fetched < 2 * MIB, "{during:?}");
+
+    // Asking again joins it: the answer comes when the whole file is there.
+    let file = bot.get_file(FileId(sent.file_id.clone())).await.expect("getFile");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(480),
+        "2 MiB at 4 MiB/s takes half a second: {:?}",
+        started.elapsed()
+    );
+    let bytes = std::fs::read(&file.path).unwrap();
+    assert_eq!(sha256_hex(&bytes), sent.sha256);
+    let after = ctl.local_fetches().await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].get_file_calls, after[0].fetched), (2, 2 * MIB));
     sim.shutdown().await;
 }
 
