@@ -43,6 +43,9 @@ async fn run(local_mode: bool, size: u64) {
         SimConfig {
             local_mode,
             local_dir: dir.path().join("bot-api"),
+            // Measure teledrop, not a paced Bot API server: the simulator
+            // writes the file as fast as it can.
+            local_fetch_rate: None,
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
