@@ -210,6 +210,24 @@ impl RateWindow {
     }
 }
 
+// ---- notices -------------------------------------------------------------------
+
+/// A [`crate::Catalog::claim_notice`] call's times: `now` as stored, and
+/// the latest earlier sending that lets the notice go out again (`None`:
+/// no earlier sending does).
+pub(crate) fn notice_times(
+    every: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+    match every {
+        Some(every) => {
+            let w = RateWindow::new(every, now);
+            (w.now, Some(w.since))
+        }
+        None => (truncate_ms(now), None),
+    }
+}
+
 // ---- retention queries -------------------------------------------------------
 //
 // The SQL is written once, here, and each backend binds the values in its

@@ -18,6 +18,8 @@
 //! - `policies`: retention and quota rules in force.
 //! - `rate_admissions`: the jobs that took a slot under the per-user rate
 //!   limit, with when ([`Catalog::admit`]).
+//! - `notices`: when a reply that must not repeat with every message was
+//!   last sent to a user ([`Catalog::claim_notice`]).
 //!
 //! Conventions both backends keep (checked by the conformance suite):
 //! - timestamps are stored with millisecond precision; values passed in
@@ -265,6 +267,34 @@ pub enum Admission {
     Limited { retry_after: Duration },
 }
 
+/// The answer of [`Catalog::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The job moved pending → running (an attempt counted, an event
+    /// appended).
+    Started(JobRecord),
+    /// Its owner has as many jobs running as allowed; nothing changed.
+    OwnerBusy,
+}
+
+/// A reply a user is sent now and then, not for every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notice {
+    /// What the bot stores, for a message it cannot store.
+    Hint,
+    /// The bot is private, with the user's id for its operator.
+    NotAllowed,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hint => "hint",
+            Self::NotAllowed => "not_allowed",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Which engine, for logs and metrics: `"postgres"` or `"sqlite"`.
@@ -308,6 +338,20 @@ pub trait Catalog: Send + Sync + 'static {
     /// [`CatalogError::NotFound`].
     async fn transition(&self, id: JobId, change: Transition) -> Result<JobRecord>;
 
+    /// Starts a pending job if its owner has fewer than `per_owner` jobs
+    /// `running`, counted over every process sharing this database: moves
+    /// it pending → running like [`Catalog::transition`] (attempt, event
+    /// with `note`), or answers [`Claim::OwnerBusy`] and changes nothing.
+    ///
+    /// Atomic per owner: concurrent claims of one owner's jobs (from any
+    /// number of pools or processes) are serialised, so they never start
+    /// more than `per_owner`. A job not in `pending` is
+    /// [`CatalogError::StateConflict`] (whether or not the owner is busy);
+    /// an unknown job [`CatalogError::NotFound`]. Postgres takes a
+    /// transaction-scoped advisory lock on the owner; SQLite serialises
+    /// every write anyway.
+    async fn claim(&self, id: JobId, per_owner: NonZeroU32, note: &str) -> Result<Claim>;
+
     /// Remembers the bot's status message for the job's final reply.
     async fn set_status_message(&self, id: JobId, message_id: MessageId) -> Result<()>;
 
@@ -346,6 +390,22 @@ pub trait Catalog: Send + Sync + 'static {
     /// user's finished jobs that have left the window are removed in the
     /// same transaction. An unknown job is [`CatalogError::NotFound`].
     async fn admit(&self, job: JobId, limit: NonZeroU32, window: Duration, now: DateTime<Utc>) -> Result<Admission>;
+
+    // ---- notices ---------------------------------------------------------
+
+    /// Whether `user` is to be sent `notice` now: records `now` as its
+    /// time and returns `true` unless it was recorded less than `every`
+    /// before `now` (`None`: ever), in which case it returns `false` and
+    /// changes nothing. Atomic: of concurrent calls (any process) that
+    /// could send it, exactly one gets `true`. `now` is truncated to
+    /// milliseconds like every stored time.
+    async fn claim_notice(
+        &self,
+        user: UserId,
+        notice: Notice,
+        every: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
     // ---- quotas ----------------------------------------------------------
 

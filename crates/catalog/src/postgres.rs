@@ -13,12 +13,13 @@
 //! - `admit` takes a transaction-scoped advisory lock on the user before
 //!   it counts the user's admissions and adds one, so replicas admitting
 //!   files of one user at once take turns (there is no row to lock for a
-//!   user who has no admission yet).
+//!   user who has no admission yet); `claim` does the same (in a lock
+//!   space of its own) before it counts the user's running jobs.
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, PoolConfig,
-    QuotaLock, QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Claim, Committed, DownloadHit, FileCursor, FileFilter, Notice,
+    PolicyRow, PoolConfig, QuotaLock, QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -46,6 +47,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// the user id. The two-key form never meets sqlx's migration lock (a
 /// one-key lock, which Postgres keeps in a separate key space).
 const RATE_LOCK_SPACE: i32 = 0x7464_726c;
+/// First key of the per-user locks of `claim`; second key as above.
+const CLAIM_LOCK_SPACE: i32 = 0x7464_636c;
 /// First keys of the quota locks: one user's files (second key a hash of
 /// the user id), everyone's (second key 0).
 const QUOTA_USER_LOCK_SPACE: i32 = 0x7464_7175;
@@ -326,6 +329,53 @@ impl Catalog for PgCatalog {
         Ok(job)
     }
 
+    async fn claim(&self, id: JobId, per_owner: NonZeroU32, note: &str) -> Result<Claim> {
+        let mut tx = self.pool.begin().await?;
+        let user: i64 = sqlx::query_scalar("SELECT user_id FROM jobs WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(CatalogError::NotFound("job"))?;
+        // Held until commit; the count below takes a fresh snapshot (READ
+        // COMMITTED), so it sees every start the previous holder made.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashint8($2))")
+            .bind(CLAIM_LOCK_SPACE)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        let state = Self::job_state(&mut tx, id)
+            .await?
+            .ok_or(CatalogError::NotFound("job"))?;
+        if state != JobState::Pending {
+            return Err(CatalogError::StateConflict {
+                expected: JobState::Pending,
+                actual: state,
+            });
+        }
+        let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND state = 'running'")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        if running >= i64::from(per_owner.get()) {
+            tx.commit().await?;
+            return Ok(Claim::OwnerBusy);
+        }
+        let now = common::now();
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = $2 \
+             WHERE id = $1 AND state = 'pending' RETURNING ",
+            job_cols!()
+        ))
+        .bind(id.as_uuid())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job = common::job_from(&row)?;
+        Self::insert_event(&mut tx, id, now, Some(JobState::Pending), JobState::Running, None, note).await?;
+        tx.commit().await?;
+        Ok(Claim::Started(job))
+    }
+
     async fn set_status_message(&self, id: JobId, message_id: MessageId) -> Result<()> {
         let done = sqlx::query("UPDATE jobs SET status_message_id = $2, updated_at = $3 WHERE id = $1")
             .bind(id.as_uuid())
@@ -466,6 +516,30 @@ impl Catalog for PgCatalog {
         };
         tx.commit().await?;
         Ok(admission)
+    }
+
+    async fn claim_notice(
+        &self,
+        user: UserId,
+        notice: Notice,
+        every: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (now, again_after) = common::notice_times(every, now);
+        // One statement: the insert, or the update of a row old enough,
+        // happens for exactly one of concurrent callers.
+        let sent = sqlx::query(
+            "INSERT INTO notices (user_id, kind, sent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, kind) DO UPDATE SET sent_at = EXCLUDED.sent_at \
+             WHERE $4::timestamptz IS NOT NULL AND notices.sent_at <= $4 RETURNING 1",
+        )
+        .bind(user.0)
+        .bind(notice.as_str())
+        .bind(now)
+        .bind(again_after)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(sent.is_some())
     }
 
     async fn quota_lock(&self, scope: QuotaLockScope) -> Result<QuotaLock> {

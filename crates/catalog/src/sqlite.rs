@@ -13,8 +13,8 @@
 
 use crate::common::{self, Cols, blob_cols, event_cols, file_cols, job_cols, link_cols, link_file_cols, policy_cols};
 use crate::{
-    Accepted, Admission, Catalog, CatalogError, Committed, DownloadHit, FileCursor, FileFilter, PolicyRow, QuotaLock,
-    QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
+    Accepted, Admission, Catalog, CatalogError, Claim, Committed, DownloadHit, FileCursor, FileFilter, Notice,
+    PolicyRow, QuotaLock, QuotaLockHeld, QuotaLockScope, Result, StoredBlob, Totals, Transition,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -348,6 +348,55 @@ impl Catalog for SqliteCatalog {
         Ok(record)
     }
 
+    async fn claim(&self, job: JobId, per_owner: NonZeroU32, note: &str) -> Result<Claim> {
+        let job_id = id(job.as_uuid());
+        // The write lock, held from the first statement, serialises claims.
+        let mut tx = self.write_tx().await?;
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT user_id, state FROM jobs WHERE id = ?1")
+            .bind(&job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (user, state) = row.ok_or(CatalogError::NotFound("job"))?;
+        let state: JobState = common::parse(&state, "job state")?;
+        if state != JobState::Pending {
+            return Err(CatalogError::StateConflict {
+                expected: JobState::Pending,
+                actual: state,
+            });
+        }
+        let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ?1 AND state = 'running'")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        if running >= i64::from(per_owner.get()) {
+            tx.commit().await?;
+            return Ok(Claim::OwnerBusy);
+        }
+        let now = common::now();
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2 \
+             WHERE id = ?1 AND state = 'pending' RETURNING ",
+            job_cols!()
+        ))
+        .bind(&job_id)
+        .bind(ms(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        let record = common::job_from(&row)?;
+        Self::insert_event(
+            &mut tx,
+            job,
+            now,
+            Some(JobState::Pending),
+            JobState::Running,
+            None,
+            note,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Claim::Started(record))
+    }
+
     async fn set_status_message(&self, job: JobId, message_id: MessageId) -> Result<()> {
         let done = sqlx::query("UPDATE jobs SET status_message_id = ?2, updated_at = ?3 WHERE id = ?1")
             .bind(id(job.as_uuid()))
@@ -480,6 +529,28 @@ impl Catalog for SqliteCatalog {
         };
         tx.commit().await?;
         Ok(admission)
+    }
+
+    async fn claim_notice(
+        &self,
+        user: UserId,
+        notice: Notice,
+        every: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (now, again_after) = common::notice_times(every, now);
+        let sent = sqlx::query(
+            "INSERT INTO notices (user_id, kind, sent_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_id, kind) DO UPDATE SET sent_at = excluded.sent_at \
+             WHERE ?4 IS NOT NULL AND notices.sent_at <= ?4 RETURNING 1",
+        )
+        .bind(user.0)
+        .bind(notice.as_str())
+        .bind(ms(now))
+        .bind(again_after.map(ms))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(sent.is_some())
     }
 
     async fn quota_lock(&self, _scope: QuotaLockScope) -> Result<QuotaLock> {

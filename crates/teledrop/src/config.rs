@@ -700,6 +700,7 @@ impl IngestArgs {
             progress_interval: limits.progress_interval,
             max_attempts: limits.max_attempts,
             rate_limit: limits.rate_limit,
+            user_concurrency: limits.user_concurrency,
         };
         Ok(Ingest {
             telegram,
@@ -752,6 +753,16 @@ pub struct LimitArgs {
         default_value = "0"
     )]
     pub rate_limit: String,
+    /// Files of one user processed at once, over every worker (through the
+    /// database); 0: no limit. A user's further files wait without taking
+    /// a worker's slot, so other users are served meanwhile.
+    #[arg(
+        long,
+        env = "TELEDROP_USER_CONCURRENCY",
+        value_name = "TELEDROP_USER_CONCURRENCY",
+        default_value_t = 2
+    )]
+    pub user_concurrency: u32,
 }
 
 /// Limits, validated.
@@ -764,6 +775,7 @@ pub struct Limits {
     pub max_attempts: u32,
     pub drain_timeout: Duration,
     pub rate_limit: Option<teledrop_worker::RateLimit>,
+    pub user_concurrency: Option<std::num::NonZeroU32>,
 }
 
 impl LimitArgs {
@@ -800,6 +812,7 @@ impl LimitArgs {
             max_attempts: self.max_attempts,
             drain_timeout: parse_duration("TELEDROP_DRAIN_TIMEOUT", &self.drain_timeout)?,
             rate_limit: parse_rate_limit(&self.rate_limit)?,
+            user_concurrency: std::num::NonZeroU32::new(self.user_concurrency),
         })
     }
 }

@@ -18,6 +18,7 @@ pub enum Inbound {
     File(IncomingFile),
     /// `/start`, `/help` or another command.
     Command {
+        user: UserId,
         chat: ChatId,
         message: MessageId,
         command: Command,
@@ -25,6 +26,7 @@ pub enum Inbound {
     /// A message we cannot store (text, sticker, location…): we answer
     /// with a hint.
     Other {
+        user: UserId,
         chat: ChatId,
         message: MessageId,
         what: &'static str,
@@ -131,9 +133,15 @@ fn parse_message(m: &Message) -> Inbound {
                 "help" => Command::Help,
                 _ => Command::Other(name),
             };
-            return Inbound::Command { chat, message, command };
+            return Inbound::Command {
+                user,
+                chat,
+                message,
+                command,
+            };
         }
         return Inbound::Other {
+            user,
             chat,
             message,
             what: "text",
@@ -141,12 +149,14 @@ fn parse_message(m: &Message) -> Inbound {
     }
     if m.sticker().is_some() {
         return Inbound::Other {
+            user,
             chat,
             message,
             what: "sticker",
         };
     }
     Inbound::Other {
+        user,
         chat,
         message,
         what: "message",

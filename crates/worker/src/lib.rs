@@ -7,7 +7,9 @@
 //! 1. parse the raw update; answer commands and non-file messages;
 //! 2. record a file message as a job (unique `update_id`, so a redelivery
 //!    finds the existing job and a finished job is not redone);
-//! 3. run the job: size checks, the per-user rate limit (admissions in
+//! 3. wait, holding no worker slot, until the user has fewer than
+//!    `TELEDROP_USER_CONCURRENCY` jobs running over every process
+//!    ([`fair`]); then run the job: size checks, the per-user rate limit (admissions in
 //!    the catalog, shared by every replica) and `Reject` quotas (from the
 //!    `RetentionPolicy` rows in the catalog) before any download, status
 //!    message, dedup by `file_unique_id`, stream Bot API → object store
@@ -19,8 +21,10 @@
 //! back to `pending` and ask the bus for a delayed redelivery; final ones
 //! fail the job and tell the user.
 
+pub mod fair;
 mod messages;
 mod metrics;
+pub mod notices;
 mod pipeline;
 mod poll;
 mod serve;

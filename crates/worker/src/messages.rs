@@ -2,7 +2,7 @@
 
 use crate::pipeline::RateLimit;
 use std::time::Duration;
-use teledrop_core::{ByteSize, ErrorKind, IncomingFile};
+use teledrop_core::{ByteSize, ErrorKind, IncomingFile, UserId};
 use teledrop_telegram::html_escape;
 
 pub fn help(max: ByteSize, local_mode: bool) -> String {
@@ -26,8 +26,15 @@ pub fn hint(what: &str) -> String {
     )
 }
 
-pub fn not_allowed() -> String {
-    "⛔ This bot is private: you are not on its list of allowed users.".into()
+/// Sent once per user (the catalog remembers), so it says everything at once.
+pub fn not_allowed(user: UserId) -> String {
+    format!(
+        "⛔ This bot is private, and your account is not on its list of allowed users.\n\n\
+         If you should have access, send this number to the person who runs the bot: \
+         <code>{}</code> (your Telegram user ID).\n\n\
+         I won't answer your messages until then, and I won't send this again.",
+        user.0
+    )
 }
 
 fn label(f: &IncomingFile) -> String {

@@ -1,5 +1,7 @@
+use crate::fair::{Begin, Lines};
 use crate::messages;
 use crate::metrics::WorkerMetrics;
+use crate::notices;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::num::NonZeroU32;
@@ -7,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use teledrop_bus::Envelope;
-use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, QuotaLock, StoredBlob, Transition};
+use teledrop_catalog::{Accepted, Admission, Catalog, CatalogError, Notice, QuotaLock, StoredBlob, Transition};
 use teledrop_core::{
     ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, JobId, JobRecord, JobState, NewLink, ObjectKey, UserId,
 };
@@ -31,6 +33,9 @@ pub struct PipelineConfig {
     pub max_attempts: u32,
     /// Files each user may send, over all replicas; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Jobs of one user running at once, over all replicas; `None`: no
+    /// limit. See [`crate::fair`].
+    pub user_concurrency: Option<NonZeroU32>,
 }
 
 /// A per-user limit on the files taken in: at most `files` in any
@@ -105,6 +110,8 @@ pub struct Pipeline {
     /// The policies in force and when they were read.
     policies: Mutex<Option<(Instant, Arc<[Policy]>)>>,
     metrics: Arc<WorkerMetrics>,
+    /// This process's deliveries waiting for their owner to have room.
+    lines: Lines,
 }
 
 /// The byte limit of one download, and whether a quota (not the bot's
@@ -218,6 +225,7 @@ impl Pipeline {
             policy_ttl: POLICY_TTL,
             policies: Mutex::new(None),
             metrics: Arc::default(),
+            lines: Lines::default(),
         }
     }
 
@@ -305,13 +313,17 @@ impl Pipeline {
     #[tracing::instrument(name = "accept", skip_all, fields(update_id = update.id.0))]
     pub async fn accept(&self, update: &Update) -> Result<Intake, StepErrorPublic> {
         let update_id = teledrop_core::UpdateId(i64::from(update.id.0));
-        match parse_update(update) {
+        let inbound = parse_update(update);
+        if let Some((user, chat, message)) = notices::sender(&inbound)
+            && !self.allowed(user)
+        {
+            if notices::due(&*self.catalog, user, Notice::NotAllowed).await {
+                self.say(chat, &messages::not_allowed(user), Some(message)).await;
+            }
+            return Ok(Intake::Handled);
+        }
+        match inbound {
             Inbound::File(incoming) => {
-                if !self.allowed(incoming.user_id) {
-                    self.say(incoming.chat_id, &messages::not_allowed(), Some(incoming.message_id))
-                        .await;
-                    return Ok(Intake::Handled);
-                }
                 match self
                     .catalog
                     .accept_job(update_id, &incoming)
@@ -325,7 +337,9 @@ impl Pipeline {
                     Accepted::Duplicate(job) => Ok(Intake::KnownJob(job.id)),
                 }
             }
-            Inbound::Command { chat, message, command } => {
+            Inbound::Command {
+                chat, message, command, ..
+            } => {
                 let text = match command {
                     Command::Start | Command::Help => {
                         messages::help(self.config.max_file_size, self.telegram.local_mode())
@@ -335,8 +349,15 @@ impl Pipeline {
                 self.say(chat, &text, Some(message)).await;
                 Ok(Intake::Handled)
             }
-            Inbound::Other { chat, message, what } => {
-                self.say(chat, &messages::hint(what), Some(message)).await;
+            Inbound::Other {
+                user,
+                chat,
+                message,
+                what,
+            } => {
+                if notices::due(&*self.catalog, user, Notice::Hint).await {
+                    self.say(chat, &messages::hint(what), Some(message)).await;
+                }
                 Ok(Intake::Handled)
             }
             Inbound::Ignored => Ok(Intake::Handled),
@@ -352,7 +373,7 @@ impl Pipeline {
         }
     }
 
-    fn retry_later(&self, e: &StepErrorPublic, attempt: u32) -> Outcome {
+    pub(crate) fn retry_later(&self, e: &StepErrorPublic, attempt: u32) -> Outcome {
         let base = Duration::from_secs(1u64 << attempt.min(6));
         Outcome::Retry(e.0.retry_after.unwrap_or(base).min(Duration::from_secs(120)))
     }
@@ -363,30 +384,44 @@ impl Pipeline {
         self.run(id, false).await
     }
 
-    #[tracing::instrument(name = "job", skip_all, fields(job = %id))]
-    async fn run(&self, id: JobId, take_over: bool) -> Outcome {
+    pub(crate) async fn run(&self, id: JobId, take_over: bool) -> Outcome {
+        match self.begin(id, take_over).await {
+            Begin::Started(job) => self.finish(job).await,
+            Begin::Settled(outcome) => outcome,
+            // Worker pools wait for room instead (`fair`); a direct caller
+            // hears when to ask again.
+            Begin::OwnerBusy => Outcome::Retry(crate::fair::RECHECK),
+        }
+    }
+
+    /// Starts the job if its owner has room under the per-user
+    /// concurrency, or says why not.
+    pub(crate) async fn begin(&self, id: JobId, take_over: bool) -> Begin {
         let job = match self.catalog.job(id).await {
             Ok(Some(j)) => j,
             Ok(None) => {
                 warn!(job = %id, "job vanished");
-                return Outcome::Drop;
+                return Begin::Settled(Outcome::Drop);
             }
-            Err(e) => return self.retry_later(&StepError::from(e).into(), 1),
+            Err(e) => return Begin::Settled(self.retry_later(&StepError::from(e).into(), 1)),
         };
         if job.state.is_final() {
             // A redelivery after the outcome was committed but before the
             // user was told: tell them now.
             if job.replied_at.is_none() {
-                return self.reply_outcome(&job).await;
+                return Begin::Settled(self.reply_outcome(&job).await);
             }
-            return Outcome::Done;
+            return Begin::Settled(Outcome::Done);
         }
-        let job = match self.start(job, take_over).await {
-            Ok(Some(j)) => j,
-            // Another runner has it: look again later.
-            Ok(None) => return Outcome::Retry(Duration::from_secs(30)),
-            Err(e) => return self.retry_later(&e.into(), 1),
-        };
+        match self.start(job, take_over).await {
+            Ok(begin) => begin,
+            Err(e) => Begin::Settled(self.retry_later(&e.into(), 1)),
+        }
+    }
+
+    /// Runs a started job to its end or to a retry.
+    #[tracing::instrument(name = "job", skip_all, fields(job = %job.id))]
+    pub(crate) async fn finish(&self, job: JobRecord) -> Outcome {
         let _running = self.metrics.running();
         let attempt = job.attempts;
         if attempt > self.config.max_attempts {
@@ -408,27 +443,41 @@ impl Pipeline {
         }
     }
 
-    /// Moves the job to `running`. A job already running belongs to
-    /// another runner (`None`) unless `take_over` (a redelivery: its
-    /// holder died) or it has not moved for [`STALE_RUNNING`]. Recovery at
-    /// start moves a dead process's jobs back to `pending` before anything
-    /// else runs.
-    async fn start(&self, job: JobRecord, take_over: bool) -> Result<Option<JobRecord>, StepError> {
+    /// Moves the job to `running`, if its owner has room. A job already
+    /// running belongs to another runner unless `take_over` (a
+    /// redelivery: its holder died) or it has not moved for
+    /// [`STALE_RUNNING`]; a job taken over stops counting for its owner
+    /// and then waits for room like any other. Recovery at start moves a
+    /// dead process's jobs back to `pending` before anything else runs.
+    async fn start(&self, job: JobRecord, take_over: bool) -> Result<Begin, StepError> {
+        // Another runner has it: look again later.
+        let elsewhere = Begin::Settled(Outcome::Retry(Duration::from_secs(30)));
         if job.state == JobState::Running {
             let idle = chrono::Utc::now().signed_duration_since(job.updated_at);
             if !take_over && idle.to_std().unwrap_or_default() < STALE_RUNNING {
-                return Ok(None);
+                return Ok(elsewhere);
             }
             let back = Transition::new(JobState::Running, JobState::Pending, "taken over from a dead runner");
-            self.catalog.transition(job.id, back).await?;
+            match self.catalog.transition(job.id, back).await {
+                Ok(_) | Err(CatalogError::StateConflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let start = Transition::new(JobState::Pending, JobState::Running, "started");
-        match self.catalog.transition(job.id, start).await {
-            Ok(j) => Ok(Some(j)),
+        match Lines::claim(&*self.catalog, job.id, self.config.user_concurrency).await {
+            Ok(begin) => Ok(begin),
             // Someone else started it between our read and our write.
-            Err(CatalogError::StateConflict { .. }) => Ok(None),
+            Err(CatalogError::StateConflict { .. }) => Ok(elsewhere),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The per-user concurrency the worker pools keep (`None`: none).
+    pub(crate) fn user_concurrency(&self) -> Option<NonZeroU32> {
+        self.config.user_concurrency
+    }
+
+    pub(crate) fn lines(&self) -> &Lines {
+        &self.lines
     }
 
     async fn fail(&self, job: &JobRecord, from: JobState, kind: ErrorKind, detail: String) -> Outcome {

@@ -1,12 +1,13 @@
 //! Running the pipeline: a bounded pool of deliveries in flight, and the
 //! recovery of jobs a dead process left unfinished.
 
+use crate::fair::PARKED;
 use crate::{Outcome, Pipeline};
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::Bus;
 use teledrop_catalog::{CatalogError, Transition};
-use teledrop_core::{JobId, JobRecord, JobState};
+use teledrop_core::{JobId, JobRecord, JobState, UserId};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,16 +33,29 @@ pub async fn serve(
         .unwrap_or(DEFAULT_HEARTBEAT)
         .max(Duration::from_millis(100));
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    // Deliveries held at once: those running and those parked (`fair`).
+    let held = Arc::new(Semaphore::new(concurrency.max(1) + PARKED));
     let mut tasks = JoinSet::new();
     loop {
-        let permit = tokio::select! {
+        let hold = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = held.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        // Pull only while a worker slot is free, so that no delivery waits
+        // here for one while other workers idle; a parked delivery that
+        // needs the slot meanwhile gets it (the bus's `next` is cancel-safe).
+        let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = pipeline.lines().slot_wanted() => continue,
             d = bus.next() => d,
         };
+        // The task takes a slot when it has a job to run: recording the
+        // update needs none.
+        drop(slot);
         let delivery = match delivery {
             Ok(Some(d)) => d,
             Ok(None) => break,
@@ -66,12 +80,14 @@ pub async fn serve(
         if let Some(trace) = &delivery.envelope.trace {
             teledrop_otel::continue_trace(&span, trace);
         }
+        let slots = slots.clone();
         let task = async move {
-            let _permit = permit;
+            let _hold = hold;
             let update_id = delivery.envelope.update_id;
-            // Tell the bus we are alive while a long transfer runs, so it
-            // redelivers only if this process dies.
-            let work = pipeline.handle_delivery(&delivery.envelope, delivery.attempt);
+            // Tell the bus we are alive while a long transfer runs, or the
+            // delivery waits for its owner to have room, so it redelivers
+            // only if this process dies.
+            let work = pipeline.handle_fairly(&slots, &delivery.envelope, delivery.attempt);
             tokio::pin!(work);
             let mut beat = tokio::time::interval(heartbeat);
             beat.tick().await;
@@ -119,7 +135,8 @@ pub async fn serve(
 #[derive(Debug, Default)]
 pub struct Recovery {
     unreplied: Vec<JobRecord>,
-    unfinished: Vec<JobId>,
+    /// With their owners, who they wait in line for.
+    unfinished: Vec<(JobId, UserId)>,
 }
 
 /// Upper bound of jobs read at start; a backlog beyond it waits for the
@@ -139,7 +156,7 @@ impl Recovery {
                 let back = Transition::new(JobState::Running, JobState::Pending, "recovered after restart");
                 catalog.transition(job.id, back).await?;
             }
-            unfinished.push(job.id);
+            unfinished.push((job.id, job.incoming.user_id));
         }
         if !unreplied.is_empty() || !unfinished.is_empty() {
             info!(
@@ -164,17 +181,20 @@ impl Recovery {
             .unreplied
             .into_iter()
             .map(|j| Work::Reply(Box::new(j)))
-            .chain(self.unfinished.into_iter().map(Work::Run));
+            .chain(self.unfinished.into_iter().map(|(id, owner)| Work::Run(id, owner)));
         for item in work {
             let pipeline = pipeline.clone();
             let slots = slots.clone();
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let _permit = slots.acquire_owned().await.expect("semaphore never closed");
                 loop {
                     let outcome = match &item {
-                        Work::Reply(job) => pipeline.reply_outcome(job).await,
-                        Work::Run(id) => pipeline.run_job(*id).await,
+                        Work::Reply(job) => {
+                            let _slot = slots.acquire().await.expect("semaphore never closed");
+                            pipeline.reply_outcome(job).await
+                        }
+                        // Waits for its owner's room like a delivery.
+                        Work::Run(id, owner) => pipeline.run_fairly(&slots, *id, *owner, false).await,
                     };
                     match outcome {
                         Outcome::Retry(wait) => tokio::select! {
@@ -195,7 +215,7 @@ impl Recovery {
 
 enum Work {
     Reply(Box<JobRecord>),
-    Run(JobId),
+    Run(JobId, UserId),
 }
 
 /// [`Recovery::prepare`] then [`Recovery::run`].

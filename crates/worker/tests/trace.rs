@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, BusError, Envelope, MemoryBus};
@@ -87,6 +88,7 @@ async fn a_file_is_one_trace_from_the_webhook_to_the_reply() {
             progress_interval: Duration::from_secs(60),
             max_attempts: 3,
             rate_limit: None,
+            user_concurrency: NonZeroU32::new(2),
         },
     ));
 

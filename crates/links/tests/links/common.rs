@@ -103,6 +103,18 @@ impl Catalog for ObservedCatalog {
     ) -> Result<teledrop_catalog::Admission> {
         self.inner.admit(job, limit, window, now).await
     }
+    async fn claim(&self, id: JobId, per_owner: std::num::NonZeroU32, note: &str) -> Result<teledrop_catalog::Claim> {
+        self.inner.claim(id, per_owner, note).await
+    }
+    async fn claim_notice(
+        &self,
+        user: UserId,
+        notice: teledrop_catalog::Notice,
+        every: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.inner.claim_notice(user, notice, every, now).await
+    }
     async fn quota_lock(&self, scope: teledrop_catalog::QuotaLockScope) -> Result<teledrop_catalog::QuotaLock> {
         self.inner.quota_lock(scope).await
     }

@@ -1,6 +1,7 @@
 //! The pipeline against tg-sim, a real SQLite catalog and a real folder
 //! store, in-process: deduplication, retries, failures and recovery.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, Envelope, MemoryBus};
@@ -44,6 +45,7 @@ fn pipeline_config(max_attempts: u32, rate_limit: Option<RateLimit>) -> Pipeline
         progress_interval: Duration::from_secs(60),
         max_attempts,
         rate_limit,
+        user_concurrency: NonZeroU32::new(2),
     }
 }
 
@@ -506,7 +508,9 @@ fn assert_over_quota(job: &teledrop_core::JobRecord) {
     assert!(job.replied_at.is_some(), "the user was told");
 }
 
+mod fair;
 mod local_files;
+mod notices;
 mod pool;
 mod quotas;
 mod rate_limit;
@@ -528,9 +532,13 @@ async fn two_replicas_on_postgres(rate_limit: Option<RateLimit>) -> (Rig, Vec<Ar
         catalog.migrate().await.unwrap();
         let token: BotToken = sim.token().parse().unwrap();
         let telegram = Telegram::new(TelegramConfig::new(token, sim.base_url(), false)).unwrap();
+        // One user's files race here on purpose: no per-user concurrency.
+        let config = PipelineConfig {
+            user_concurrency: None,
+            ..pipeline_config(3, rate_limit)
+        };
         replicas.push(Arc::new(
-            Pipeline::new(catalog, storage.clone(), telegram, pipeline_config(3, rate_limit))
-                .with_policy_ttl(Duration::ZERO),
+            Pipeline::new(catalog, storage.clone(), telegram, config).with_policy_ttl(Duration::ZERO),
         ));
     }
     let rig = Rig {
