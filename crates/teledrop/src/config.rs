@@ -599,6 +599,17 @@ pub struct TelegramArgs {
         default_value = teledrop_telegram::DEFAULT_LOCAL_DIR
     )]
     pub telegram_local_dir: PathBuf,
+    /// Longest wait for one `getFile` answer. A local Bot API server
+    /// answers only after fetching the whole file from Telegram, so the
+    /// default (30m) covers 2000 MB at about 1.1 MB/s.
+    #[arg(
+        long,
+        env = "TELEGRAM_GETFILE_TIMEOUT",
+        value_name = "TELEGRAM_GETFILE_TIMEOUT",
+        default_value = "30m",
+        value_parser = positive_duration
+    )]
+    pub telegram_getfile_timeout: Duration,
 }
 
 impl TelegramArgs {
@@ -616,6 +627,7 @@ impl TelegramArgs {
             return Err(ConfigError::invalid("TELEGRAM_LOCAL_DIR", "must be an absolute path"));
         }
         config.local_dir = self.telegram_local_dir.clone();
+        config.get_file_timeout = self.telegram_getfile_timeout;
         config.ca = ca.cloned();
         Ok(config)
     }

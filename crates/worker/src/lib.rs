@@ -28,6 +28,7 @@ pub mod notices;
 mod pipeline;
 mod poll;
 mod serve;
+mod status;
 
 pub use metrics::WorkerMetrics;
 pub use pipeline::{

@@ -65,6 +65,28 @@ pub fn progress(f: &IncomingFile, done: u64, total: Option<u64>) -> String {
     }
 }
 
+/// While a local Bot API server fetches the file from Telegram (its
+/// `getFile` answers only then).
+pub fn asking(f: &IncomingFile, elapsed: Duration) -> String {
+    format!(
+        "⏳ Asking Telegram for {}… ({} so far)",
+        label(f),
+        elapsed_text(elapsed)
+    )
+}
+
+/// `45 s`, `2 min 5 s`, `1 h 3 min`: whole seconds, coarser as it grows.
+fn elapsed_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
 pub fn stored(name: &str, size: u64, url: &str) -> String {
     format!(
         "✅ <b>{}</b>\n{}\n\n{}",
@@ -157,6 +179,17 @@ pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
 mod tests {
     use super::*;
     use teledrop_core::{ChatId, MediaKind, MessageId, UserId};
+
+    #[test]
+    fn elapsed_time_reads_naturally() {
+        let t = |s| elapsed_text(Duration::from_secs(s));
+        assert_eq!(t(0), "0 s");
+        assert_eq!(t(59), "59 s");
+        assert_eq!(t(60), "1 min");
+        assert_eq!(t(125), "2 min 5 s");
+        assert_eq!(t(3600), "1 h");
+        assert_eq!(t(3725), "1 h 2 min");
+    }
 
     #[test]
     fn a_rate_limit_reply_names_the_limit_and_when_to_send_again() {

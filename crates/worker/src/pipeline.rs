@@ -2,6 +2,7 @@ use crate::fair::{Begin, Lines};
 use crate::messages;
 use crate::metrics::WorkerMetrics;
 use crate::notices;
+use crate::status::StatusEditor;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::num::NonZeroU32;
@@ -16,7 +17,6 @@ use teledrop_core::{
 use teledrop_retention::{Incoming, Policy, QuotaExceeded, QuotaVerdict, SweepError, Sweeper, quota_lock_scope};
 use teledrop_storage::{Storage, StorageError};
 use teledrop_telegram::{Command, Inbound, Telegram, TelegramError, Update, parse_update};
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 use url::Url;
 
@@ -644,11 +644,18 @@ impl Pipeline {
         // getFile and the opening of the byte stream; the bytes themselves
         // flow during the upload, which pulls them.
         let download = tracing::info_span!("download", size = tracing::field::Empty);
+        let asking = {
+            let (file, since) = (f.clone(), Instant::now());
+            let text = move || Some(messages::asking(&file, since.elapsed()));
+            StatusEditor::spawn(&self.telegram, f.chat_id, status, self.config.progress_interval, text)
+        };
         let remote = self
             .telegram
             .resolve(&f.telegram_file_id)
             .instrument(download.clone())
-            .await?;
+            .await;
+        asking.stop().await;
+        let remote = remote?;
         let expected = remote.size.or(f.size);
         if let Some(size) = expected
             && size > self.config.max_file_size.bytes()
@@ -672,7 +679,17 @@ impl Pipeline {
         let source = self.telegram.open(&remote).instrument(download).await?;
         let key = ObjectKey::for_job_upload(job.id);
         let counter = Arc::new(AtomicU64::new(0));
-        let progress = self.spawn_progress(&job, counter.clone(), expected);
+        let progress = {
+            let (file, counter, mut last) = (f.clone(), counter.clone(), 0);
+            let text = move || {
+                let done = counter.load(Ordering::Relaxed);
+                (done != last).then(|| {
+                    last = done;
+                    messages::progress(&file, done, expected)
+                })
+            };
+            StatusEditor::spawn(&self.telegram, f.chat_id, status, self.config.progress_interval, text)
+        };
         let counted = source.map({
             let counter = counter.clone();
             move |chunk: Result<Bytes, TelegramError>| {
@@ -930,46 +947,6 @@ impl Pipeline {
         Ok(stored)
     }
 
-    /// Edits the status message while bytes flow, at most once per
-    /// `progress_interval` (teloxide's throttle does not pace edits).
-    fn spawn_progress(&self, job: &JobRecord, counter: Arc<AtomicU64>, total: Option<u64>) -> Progress {
-        let cancel = CancellationToken::new();
-        let Some(message) = job.status_message_id else {
-            return Progress { cancel, task: None };
-        };
-        let telegram = self.telegram.clone();
-        let incoming = job.incoming.clone();
-        let every = self.config.progress_interval;
-        let stop = cancel.clone();
-        let task = tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let done = counter.load(Ordering::Relaxed);
-                if done == last {
-                    continue;
-                }
-                last = done;
-                let text = messages::progress(&incoming, done, total);
-                if let Err(e) = telegram.edit_html(incoming.chat_id, message, &text).await
-                    && let Some(wait) = e.retry_after()
-                {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-            }
-        });
-        Progress {
-            cancel,
-            task: Some(task),
-        }
-    }
-
     /// The incoming file of a job, for callers that report on it.
     pub fn describe(job: &JobRecord) -> &IncomingFile {
         &job.incoming
@@ -983,23 +960,6 @@ struct QuotaGate {
     lock: Option<QuotaLock>,
     /// Dry-run quotas the file would exceed, counted once it is committed.
     would_reject: Vec<QuotaExceeded>,
-}
-
-/// The progress editor of one transfer.
-struct Progress {
-    cancel: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Progress {
-    /// Stops editing and waits for an edit in flight to land, so that it
-    /// cannot overwrite the final reply.
-    async fn stop(self) {
-        self.cancel.cancel();
-        if let Some(t) = self.task {
-            let _ = t.await;
-        }
-    }
 }
 
 /// A classified failure of a pipeline step, opaque outside the crate.
