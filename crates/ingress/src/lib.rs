@@ -132,16 +132,28 @@ struct Inner {
 /// The path Telegram is told to POST to.
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 
-/// `POST /telegram/webhook`, `/healthz`, `/readyz`, `/metrics`.
+/// The public routes: `POST /telegram/webhook` and nothing else.
 pub fn router(sink: Arc<dyn Sink>, config: IngressConfig, metrics: Metrics) -> Router {
     let state = Arc::new(Inner { sink, config, metrics });
     Router::new()
         // The handler reads and limits the body itself (`read_body`).
         .route(WEBHOOK_PATH, post(webhook).layer(DefaultBodyLimit::disable()))
+        .with_state(state)
+}
+
+/// `/healthz`, `/readyz` (asks the bus) and `/metrics`, for the admin
+/// listener; `metrics` is a clone of the one given to [`router`].
+pub fn admin_router(sink: Arc<dyn Sink>, metrics: Metrics) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(Arc::new(Admin { sink, metrics }))
+}
+
+struct Admin {
+    sink: Arc<dyn Sink>,
+    metrics: Metrics,
 }
 
 /// Why a request was not accepted; each decides its own response here.
@@ -319,7 +331,7 @@ fn unavailable(s: &Inner, e: BusError) -> IngressError {
     IngressError::Unavailable(e, s.config.retry_after)
 }
 
-async fn readyz(State(s): State<Arc<Inner>>) -> Response {
+async fn readyz(State(s): State<Arc<Admin>>) -> Response {
     match s.sink.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
@@ -329,7 +341,7 @@ async fn readyz(State(s): State<Arc<Inner>>) -> Response {
     }
 }
 
-async fn metrics_text(State(s): State<Arc<Inner>>) -> Response {
+async fn metrics_text(State(s): State<Arc<Admin>>) -> Response {
     (
         [(header::CONTENT_TYPE, teledrop_metrics::CONTENT_TYPE)],
         s.metrics.render(),

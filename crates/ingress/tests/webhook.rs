@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, BusError, Envelope, JetStreamBus, JetStreamConfig};
-use teledrop_ingress::{IngressConfig, Metrics, SECRET_HEADER, Sink, WEBHOOK_PATH, router};
+use teledrop_ingress::{IngressConfig, Metrics, SECRET_HEADER, Sink, WEBHOOK_PATH, admin_router, router};
 
 const SECRET: &str = "webhook_Secret-123";
 
@@ -32,6 +32,15 @@ async fn serve(sink: Arc<dyn Sink>, publish_timeout: Duration) -> (String, Metri
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}{WEBHOOK_PATH}"), metrics)
+}
+
+/// The admin routes of `sink` on a listener of their own; the base URL.
+async fn serve_admin(sink: Arc<dyn Sink>, metrics: Metrics) -> String {
+    let app = admin_router(sink, metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
 }
 
 async fn post(url: &str, secret: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -183,6 +192,22 @@ async fn an_unconfirmed_publish_is_503_with_retry_after() {
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     assert_eq!(metrics.get("unavailable"), 1);
-    let ready = reqwest::get(url.replace(WEBHOOK_PATH, "/readyz")).await.unwrap();
+    let admin = serve_admin(Arc::new(Stuck), metrics).await;
+    let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
+    let scraped = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scraped.contains("teledrop_webhook_requests_total{outcome=\"unavailable\"} 1"),
+        "{scraped}"
+    );
+    // The webhook's listener has no probes or metrics.
+    for path in ["/readyz", "/healthz", "/metrics"] {
+        let r = reqwest::get(url.replace(WEBHOOK_PATH, path)).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
 }

@@ -16,10 +16,10 @@
 //! - Downloads are counted in memory and written to the catalog in
 //!   batches by [`LinksState::run_flusher`]; a link's download limit is
 //!   checked against the catalog's count plus the counts not yet written.
-//! - `/healthz` says the process is alive, `/readyz` that the catalog and
+//! - On a separate router for the admin listener ([`admin_router`]):
+//!   `/healthz` says the process is alive, `/readyz` that the catalog and
 //!   the object store answer, `/metrics` counts answers by status and bytes
-//!   served (Prometheus text; the chart's public routes expose only
-//!   `/download`).
+//!   served (Prometheus text). The public router serves downloads only.
 //!
 //! Logs never carry a whole token: at most its first 8 characters.
 
@@ -178,15 +178,23 @@ impl LinksState {
 /// The path of the download route, as its span and metrics name it.
 const DOWNLOAD_ROUTE: &str = "/download/{token}";
 
-/// The link server's routes: `/download/{token}` (GET and HEAD),
-/// `/healthz`, `/readyz`, `/metrics`, each request in its own tracing span.
+/// The link server's public routes: `/download/{token}` (GET and HEAD),
+/// each request in its own tracing span. Anything else is 404.
 pub fn router(state: LinksState) -> Router {
     Router::new()
         .route(DOWNLOAD_ROUTE, get(download::download))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), trace_request))
+        .with_state(state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` of the same state, for the admin
+/// listener. Without `trace_request`: these are not downloads, and
+/// `/readyz` logs which dependency failed itself.
+pub fn admin_router(state: LinksState) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), trace_request))
         .with_state(state)
 }
 

@@ -71,8 +71,8 @@ async fn run(local_mode: bool, size: u64) {
         &env,
         dir.path(),
     );
-    proc.wait_http_ok(&format!("{public}/healthz"), Duration::from_secs(30))
-        .await;
+    let healthz = format!("{}/healthz", proc.admin_url());
+    proc.wait_http_ok(&healthz, Duration::from_secs(30)).await;
     let ctl = sim.control();
     let start = Instant::now();
     ctl.send_file(FileSpec::document(7, size, 1)).await.unwrap();

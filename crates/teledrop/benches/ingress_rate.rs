@@ -82,9 +82,8 @@ async fn main() {
         &env,
         dir.path(),
     );
-    ingress
-        .wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30))
-        .await;
+    let readyz = format!("{}/readyz", ingress.admin_url());
+    ingress.wait_http_ok(&readyz, Duration::from_secs(30)).await;
     let poster = Arc::new(Poster {
         client: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap(),
         url: format!("http://127.0.0.1:{port}/telegram/webhook"),

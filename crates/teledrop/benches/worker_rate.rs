@@ -92,9 +92,8 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
     let started = Instant::now();
     let mut procs = Vec::new();
     for i in 0..workers {
-        let mut worker_env = env.clone();
-        worker_env.push(("TELEDROP_LISTEN", format!("127.0.0.1:{}", free_port())));
-        let p = Proc::spawn(&format!("worker{i}"), bin, &["worker"], &worker_env, dir.path());
+        // Each gets an admin port of its own from `Proc::spawn`.
+        let p = Proc::spawn(&format!("worker{i}"), bin, &["worker"], &env, dir.path());
         procs.push(p);
     }
     for user in 1..=USERS.min(files as i64) {

@@ -59,14 +59,9 @@ pub struct ControllerArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub orphans: OrphanArgs,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    #[arg(
-        long,
-        env = "TELEDROP_LISTEN",
-        value_name = "TELEDROP_LISTEN",
-        default_value = "0.0.0.0:8080"
-    )]
-    pub listen: SocketAddr,
+    /// The controller has no public routes: only the admin listener.
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Watch RetentionPolicies in this namespace only (empty: all namespaces).
     #[arg(long, env = "TELEDROP_WATCH_NAMESPACE", value_name = "TELEDROP_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -144,6 +139,42 @@ impl HttpArgs {
             max_connections: self.http_max_connections as usize,
             drain_timeout: self.http_drain_timeout,
         }
+    }
+}
+
+/// The listener of `/healthz`, `/readyz` and `/metrics`, apart from the
+/// public one: a readiness probe costs a database query and a storage call,
+/// and metrics describe the whole process, so neither belongs where anyone
+/// on the internet can call them.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served. All
+    /// interfaces by default: kubelet probes and Prometheus reach a pod
+    /// from outside it; keep the port out of public Services and Ingresses.
+    #[arg(
+        long,
+        env = "TELEDROP_ADMIN_LISTEN",
+        value_name = "TELEDROP_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+}
+
+impl AdminArgs {
+    /// Refuses the public address: one port cannot serve both, and the
+    /// bind error alone would not say which variable to change.
+    pub fn check_apart_from(&self, public: SocketAddr) -> Result<(), ConfigError> {
+        let a = self.admin_listen;
+        if a.port() != 0
+            && a.port() == public.port()
+            && (a.ip() == public.ip() || a.ip().is_unspecified() || public.ip().is_unspecified())
+        {
+            return Err(ConfigError::invalid(
+                "TELEDROP_ADMIN_LISTEN",
+                format!("{a} overlaps TELEDROP_LISTEN ({public}): give the admin listener its own port"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -372,7 +403,7 @@ pub struct IngressArgs {
     pub secret: WebhookSecretArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
-    /// Where the webhook receiver listens (`/telegram/webhook`, `/healthz`, `/readyz`, `/metrics`).
+    /// Where the webhook receiver listens (`/telegram/webhook` only).
     #[arg(
         long,
         env = "TELEDROP_LISTEN",
@@ -380,6 +411,8 @@ pub struct IngressArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// How long to wait for JetStream to confirm an update before answering 503.
     #[arg(long, env = "TELEDROP_PUBLISH_TIMEOUT", default_value = "5s")]
     pub publish_timeout: String,
@@ -393,14 +426,9 @@ pub struct WorkerArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
-    /// Where `/healthz` and `/readyz` listen.
-    #[arg(
-        long,
-        env = "TELEDROP_LISTEN",
-        value_name = "TELEDROP_LISTEN",
-        default_value = "0.0.0.0:8080"
-    )]
-    pub listen: SocketAddr,
+    /// A worker has no public routes: only the admin listener.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -409,7 +437,7 @@ pub struct LinksArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Where the link server listens.
+    /// Where the link server listens (`/download/{token}` only).
     #[arg(
         long,
         env = "TELEDROP_LISTEN",
@@ -417,6 +445,8 @@ pub struct LinksArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -645,7 +675,7 @@ pub struct StandaloneArgs {
     pub policy_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub orphans: OrphanArgs,
-    /// Where the link server listens.
+    /// Where the link server listens (`/download/{token}` only).
     #[arg(
         long,
         env = "TELEDROP_LISTEN",
@@ -653,6 +683,8 @@ pub struct StandaloneArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -929,6 +961,29 @@ mod tests {
             secret_value("X", Some("a"), Some("/f".as_ref())),
             Err(ConfigError::Both { var: "X" })
         ));
+    }
+
+    #[test]
+    fn the_admin_listener_needs_its_own_port() {
+        let admin = |a: &str| AdminArgs {
+            admin_listen: a.parse().unwrap(),
+        };
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(admin("0.0.0.0:9090").check_apart_from(public).is_ok());
+        assert!(
+            admin("127.0.0.1:0")
+                .check_apart_from("127.0.0.1:0".parse().unwrap())
+                .is_ok()
+        );
+        for clash in ["0.0.0.0:8080", "127.0.0.1:8080"] {
+            let e = admin(clash).check_apart_from(public).unwrap_err().to_string();
+            assert!(e.starts_with("TELEDROP_ADMIN_LISTEN:"), "{e}");
+        }
+        assert!(
+            admin("127.0.0.1:8080")
+                .check_apart_from("10.0.0.1:8080".parse().unwrap())
+                .is_ok()
+        );
     }
 
     #[test]

@@ -139,6 +139,48 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves a role's public routes (the worker and the controller have
+/// none) and its admin routes side by side until `shutdown`, each with
+/// [`serve`]'s limits; both drain before this returns. The admin routes
+/// are bounded by the request timeout here, so no role can forget it. A
+/// listener that fails cancels `shutdown`: the process stops instead of
+/// running with probes that answer for a server that is gone.
+pub async fn serve_with_admin(
+    name: &'static str,
+    public: Option<(TcpListener, Router)>,
+    admin: (TcpListener, Router),
+    limits: &HttpLimits,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let cancel_on_error = |r: io::Result<()>| {
+        if r.is_err() {
+            shutdown.cancel();
+        }
+        r
+    };
+    let (admin_listener, admin_app) = admin;
+    let admin_side = async {
+        cancel_on_error(
+            serve(
+                "admin",
+                admin_listener,
+                limits.bounded(admin_app),
+                limits,
+                shutdown.clone(),
+            )
+            .await,
+        )
+    };
+    let public_side = async {
+        match public {
+            Some((listener, app)) => cancel_on_error(serve(name, listener, app, limits, shutdown.clone()).await),
+            None => Ok(()),
+        }
+    };
+    let (admin_result, public_result) = tokio::join!(admin_side, public_side);
+    admin_result.and(public_result)
+}
+
 /// A stream that fails with `TimedOut` once neither reading nor writing
 /// has moved a byte for `timeout`. The timer is only looked at while an
 /// operation is pending, and reset by every byte that moves.

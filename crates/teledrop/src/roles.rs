@@ -1,8 +1,8 @@
 //! The distributed roles: `ingress`, `worker`, `links`, and `webhook`.
 
 use crate::config::{
-    Common, ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction, WebhookArgs,
-    WorkerArgs, parse_duration, parse_http_url,
+    AdminArgs, Common, ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction,
+    WebhookArgs, WorkerArgs, parse_duration, parse_http_url,
 };
 use crate::http::HttpLimits;
 use anyhow::Context;
@@ -23,20 +23,34 @@ use teledrop_worker::Pipeline;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConfigError> {
+/// Binds `addr`; a failure (port in use, no such address) names `var`.
+pub(crate) async fn bind(var: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ConfigError> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| ConfigError::invalid(var, format!("cannot listen on {addr}: {e}")))
+}
+
+/// Both listeners of a role with public routes, bound before anything
+/// connects so a taken port stops the start at once.
+async fn bind_both(
+    public: SocketAddr,
+    admin: &AdminArgs,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), ConfigError> {
+    admin.check_apart_from(public)?;
+    Ok((
+        bind("TELEDROP_LISTEN", public).await?,
+        bind("TELEDROP_ADMIN_LISTEN", admin.admin_listen).await?,
+    ))
 }
 
 async fn serve(
     name: &'static str,
-    listener: tokio::net::TcpListener,
-    app: Router,
+    public: Option<(tokio::net::TcpListener, Router)>,
+    admin: (tokio::net::TcpListener, Router),
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::http::serve(name, listener, app, &limits, shutdown).await?;
+    crate::http::serve_with_admin(name, public, admin, &limits, shutdown).await?;
     Ok(())
 }
 
@@ -58,13 +72,15 @@ pub async fn ingress(args: IngressArgs, common: &Common, shutdown: CancellationT
     let secret = args.secret.resolve()?;
     let mut config = teledrop_ingress::IngressConfig::new(secret);
     config.publish_timeout = parse_duration("TELEDROP_PUBLISH_TIMEOUT", &args.publish_timeout)?;
-    let listener = listen(args.listen).await?;
-    let bus = connect_bus(&args.nats, ca).await?;
-    let app = teledrop_ingress::router(Arc::new(bus), config, teledrop_ingress::Metrics::default());
+    let (listener, admin_listener) = bind_both(args.listen, &args.admin).await?;
+    let bus: Arc<dyn teledrop_ingress::Sink> = Arc::new(connect_bus(&args.nats, ca).await?);
+    let metrics = teledrop_ingress::Metrics::default();
+    let app = teledrop_ingress::router(bus.clone(), config, metrics.clone());
+    let admin = teledrop_ingress::admin_router(bus, metrics);
     serve(
         "ingress",
-        listener,
-        common.http.bounded(app),
+        Some((listener, common.http.bounded(app))),
+        (admin_listener, admin),
         common.http.clone(),
         shutdown,
     )
@@ -75,7 +91,7 @@ pub async fn links(args: LinksArgs, common: &Common, shutdown: CancellationToken
     let ca = common.ca.as_ref();
     let database_url = args.database.resolve(None)?;
     let storage = args.storage.resolve(ca)?;
-    let listener = listen(args.listen).await?;
+    let (listener, admin_listener) = bind_both(args.listen, &args.admin).await?;
     let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Links)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
@@ -84,8 +100,8 @@ pub async fn links(args: LinksArgs, common: &Common, shutdown: CancellationToken
     // Downloads stream for as long as they take: no request timeout.
     serve(
         "links",
-        listener,
-        teledrop_links::router(state),
+        Some((listener, teledrop_links::router(state.clone()))),
+        (admin_listener, teledrop_links::admin_router(state)),
         common.http.clone(),
         shutdown,
     )
@@ -130,7 +146,7 @@ pub async fn worker(args: WorkerArgs, common: &Common, shutdown: CancellationTok
     let ingest = args.ingest.resolve(ca)?;
     let database_url = args.database.resolve(None)?;
     let (storage, limits) = (ingest.storage, ingest.limits);
-    let listener = listen(args.listen).await?;
+    let admin_listener = bind("TELEDROP_ADMIN_LISTEN", args.admin.admin_listen).await?;
     let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Worker)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
@@ -155,8 +171,8 @@ pub async fn worker(args: WorkerArgs, common: &Common, shutdown: CancellationTok
         .with_state(health);
     let http = tokio::spawn(serve(
         "worker",
-        listener,
-        common.http.bounded(app),
+        None,
+        (admin_listener, app),
         common.http.clone(),
         shutdown.clone(),
     ));
@@ -251,7 +267,7 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
 
     let database_url = args.database.resolve(None)?;
     let storage = args.storage.resolve(common.ca.as_ref())?;
-    let listener = listen(args.listen).await?;
+    let admin_listener = bind("TELEDROP_ADMIN_LISTEN", args.admin.admin_listen).await?;
     let catalog = teledrop_catalog::connect_with(&database_url, args.database.pool(DbRole::Controller)?)
         .await
         .context("opening the catalog (DATABASE_URL)")?;
@@ -293,8 +309,8 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
         .with_state(health);
     let http = tokio::spawn(serve(
         "controller",
-        listener,
-        common.http.bounded(app),
+        None,
+        (admin_listener, app),
         common.http.clone(),
         shutdown.clone(),
     ));

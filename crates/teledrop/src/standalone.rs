@@ -66,17 +66,16 @@ pub async fn run(
         .context("reading unfinished jobs")?;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(limits.worker_concurrency * 4));
 
-    // One port, one `/metrics`: the link server's and the worker's.
+    // One `/metrics` on the admin port: the link server's and the worker's.
     let links = LinksState::with_more_metrics(
         catalog.clone(),
         storage.clone(),
         LinksConfig::default(),
         vec![pipeline.metrics().clone() as Arc<dyn teledrop_metrics::Render>],
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| ConfigError::invalid("TELEDROP_LISTEN", format!("cannot listen on {}: {e}", args.listen)))?;
-    info!(addr = %listener.local_addr()?, "link server listening");
+    args.admin.check_apart_from(args.listen)?;
+    let listener = crate::roles::bind("TELEDROP_LISTEN", args.listen).await?;
+    let admin_listener = crate::roles::bind("TELEDROP_ADMIN_LISTEN", args.admin.admin_listen).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     {
@@ -93,10 +92,11 @@ pub async fn run(
         ));
     }
     {
-        let app = teledrop_links::router(links.clone());
+        let public = (listener, teledrop_links::router(links.clone()));
+        let admin = (admin_listener, teledrop_links::admin_router(links.clone()));
         let (stop, limits) = (shutdown.clone(), common.http.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::http::serve("links", listener, app, &limits, stop).await {
+            if let Err(e) = crate::http::serve_with_admin("links", Some(public), admin, &limits, stop).await {
                 tracing::error!(error = %e, "link server failed");
             }
         });

@@ -80,7 +80,8 @@ impl Harness {
 
     async fn start(&self, extra: &[(&'static str, String)]) -> Proc {
         let mut p = self.spawn(extra);
-        p.wait_http_ok(&format!("{}/healthz", self.public_url()), WAIT).await;
+        let healthz = format!("{}/healthz", p.admin_url());
+        p.wait_http_ok(&healthz, WAIT).await;
         p
     }
 

@@ -76,7 +76,8 @@ async fn slow_headers_neither_block_a_download_nor_stay_open() {
         ("TELEDROP_HTTP_HEADER_TIMEOUT", format!("{HEADER_TIMEOUT_SECS}s")),
     ];
     let mut teledrop = Proc::spawn("standalone", Path::new(BIN), &["standalone"], &env, dir.path());
-    teledrop.wait_http_ok(&format!("{public}/healthz"), START).await;
+    let healthz = format!("{}/healthz", teledrop.admin_url());
+    teledrop.wait_http_ok(&healthz, START).await;
 
     let sent = sim
         .control()

@@ -66,7 +66,8 @@ impl Harness {
             &env,
             self.dir.path(),
         );
-        p.wait_http_ok(&format!("{}/healthz", self.public_url()), WAIT).await;
+        let healthz = format!("{}/healthz", p.admin_url());
+        p.wait_http_ok(&healthz, WAIT).await;
         p
     }
 
@@ -101,6 +102,22 @@ async fn fetch(url: &str, range: Option<&str>) -> (reqwest::StatusCode, reqwest:
 
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
+}
+
+/// Probes and metrics answer on the admin listener only; the public one,
+/// which still serves `link`, answers 404 for them, and the admin listener
+/// serves no download.
+async fn assert_admin_only_on_the_admin_listener(public: &str, admin: &str, link: &str) {
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let on_admin = reqwest::get(format!("{admin}{path}")).await.unwrap();
+        assert_eq!(on_admin.status(), 200, "admin {path}");
+        let on_public = reqwest::get(format!("{public}{path}")).await.unwrap();
+        assert_eq!(on_public.status(), 404, "public {path}");
+    }
+    assert_eq!(fetch(link, None).await.0, 200, "the public listener serves downloads");
+    let path = link.strip_prefix(public).expect("links name the public URL");
+    let on_admin = reqwest::get(format!("{admin}{path}")).await.unwrap();
+    assert_eq!(on_admin.status(), 404, "no download on the admin listener");
 }
 
 #[tokio::test]
@@ -185,8 +202,9 @@ async fn files_become_links_that_download_byte_identical() {
     assert_eq!(usage.bytes, doc.size + photo.size + audio.size);
 
     // One `/metrics` for the link server and the worker, counting exactly
-    // the above: three uploads, five downloads (one of them ranged).
-    let metrics = reqwest::get(format!("{}/metrics", h.public_url()))
+    // the above: three uploads, five downloads (one of them ranged), on
+    // the admin listener.
+    let metrics = reqwest::get(format!("{}/metrics", proc.admin_url()))
         .await
         .unwrap()
         .text()
@@ -202,6 +220,7 @@ async fn files_become_links_that_download_byte_identical() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
+    assert_admin_only_on_the_admin_listener(&h.public_url(), &proc.admin_url(), &links(&log)[0]).await;
 
     let status = proc.terminate(Duration::from_secs(30)).await;
     assert!(

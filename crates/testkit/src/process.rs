@@ -1,9 +1,12 @@
 //! Running the real `teledrop` binary as a child process.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+
+const ADMIN_LISTEN: &str = "TELEDROP_ADMIN_LISTEN";
 
 /// A running child whose stderr goes to a log file that is printed when a
 /// test fails.
@@ -11,13 +14,21 @@ pub struct Proc {
     child: Child,
     pub log: PathBuf,
     name: String,
+    /// `TELEDROP_ADMIN_LISTEN`: where `/healthz`, `/readyz` and `/metrics` answer.
+    admin: SocketAddr,
 }
 
 impl Proc {
     /// Starts `bin` with `args` and exactly the environment `env` (plus
     /// PATH, HOME and RUST_LOG), so no stray variable of the test runner
-    /// changes its configuration.
+    /// changes its configuration. Unless `env` names one, the process gets
+    /// an admin listener on a free loopback port ([`Proc::admin_url`]):
+    /// the default 0.0.0.0:9090 would collide between processes.
     pub fn spawn(name: &str, bin: &Path, args: &[&str], env: &[(&str, String)], log_dir: &Path) -> Proc {
+        let admin = match env.iter().find(|(k, _)| *k == ADMIN_LISTEN) {
+            Some((_, v)) => v.parse().unwrap_or_else(|e| panic!("{ADMIN_LISTEN}={v}: {e}")),
+            None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+        };
         let log = log_dir.join(format!("{name}-{}.log", crate::unique_suffix()));
         let file = std::fs::File::create(&log).expect("creating process log");
         let mut cmd = Command::new(bin);
@@ -33,6 +44,7 @@ impl Proc {
                 std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env("TELEDROP_LOG_FORMAT", "text")
+            .env(ADMIN_LISTEN, admin.to_string())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))
@@ -45,7 +57,14 @@ impl Proc {
             child,
             log,
             name: name.to_owned(),
+            admin,
         }
+    }
+
+    /// `http://127.0.0.1:port` of the admin listener (`/healthz`,
+    /// `/readyz`, `/metrics`), without a trailing slash.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
     }
 
     pub fn pid(&self) -> u32 {
@@ -105,7 +124,8 @@ impl Proc {
     }
 
     /// Starts a server with `env` plus `TELEDROP_LISTEN=127.0.0.1:port`
-    /// and returns it once `GET /readyz` there answers 200.
+    /// (the worker and the controller ignore it) and an admin listener of
+    /// its own, and returns it once `GET /readyz` there answers 200.
     pub async fn start_ready(
         name: &str,
         bin: &Path,
@@ -118,8 +138,8 @@ impl Proc {
         let mut env = env.to_vec();
         env.push(("TELEDROP_LISTEN", format!("127.0.0.1:{port}")));
         let mut p = Proc::spawn(name, bin, args, &env, log_dir);
-        p.wait_http_ok(&format!("http://127.0.0.1:{port}/readyz"), deadline)
-            .await;
+        let ready = format!("{}/readyz", p.admin_url());
+        p.wait_http_ok(&ready, deadline).await;
         p
     }
 

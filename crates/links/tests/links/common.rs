@@ -19,7 +19,7 @@ use teledrop_core::{
     BlobRecord, ChatId, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord, LinkToken,
     MediaKind, MessageId, NewLink, ObjectKey, UpdateId, Usage, UserId,
 };
-use teledrop_links::{LinksConfig, LinksState, router};
+use teledrop_links::{LinksConfig, LinksState, admin_router, router};
 use teledrop_storage::Storage;
 use tower::ServiceExt;
 
@@ -180,6 +180,8 @@ pub struct Env {
     pub storage: Storage,
     pub state: LinksState,
     pub app: Router,
+    /// `/healthz`, `/readyz`, `/metrics`: the admin listener's routes.
+    pub admin: Router,
     next_update: AtomicI64,
     _dir: tempfile::TempDir,
 }
@@ -235,11 +237,13 @@ impl Env {
         let storage = Storage::from_url(&format!("file://{}/objects", dir.path().display())).unwrap();
         let state = LinksState::new(catalog.clone(), storage.clone(), config);
         let app = router(state.clone());
+        let admin = admin_router(state.clone());
         Self {
             catalog,
             storage,
             state,
             app,
+            admin,
             next_update: AtomicI64::new(1),
             _dir: dir,
         }
@@ -306,7 +310,17 @@ impl Env {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.unwrap();
+        Self::send_to(&self.app, request).await
+    }
+
+    /// A GET on the admin routes.
+    pub async fn admin_get(&self, uri: &str) -> Reply {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        Self::send_to(&self.admin, request).await
+    }
+
+    async fn send_to(app: &Router, request: Request<Body>) -> Reply {
+        let response = app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -22,7 +22,7 @@ fn code(c: u16) -> String {
 const BYTES: &str = "teledrop_links_served_bytes_total";
 
 async fn scrape(env: &Env) -> String {
-    let r = env.get("/metrics", &[]).await;
+    let r = env.admin_get("/metrics").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-type"), teledrop_metrics::CONTENT_TYPE);
     r.text()
@@ -60,7 +60,7 @@ async fn downloads_are_counted_by_status_with_the_bytes_sent() {
     }
     assert_eq!(env.get(&url(&gone), &[]).await.status, StatusCode::GONE);
     // Not downloads: neither probes nor scrapes count.
-    assert_eq!(env.get("/healthz", &[]).await.status, StatusCode::OK);
+    assert_eq!(env.admin_get("/healthz").await.status, StatusCode::OK);
     scrape(&env).await;
 
     let after = scrape(&env).await;
