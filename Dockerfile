@@ -55,6 +55,8 @@ COPY --from=builder /out/usr/local/bin/teledrop /usr/local/bin/teledrop
 COPY --from=builder --chown=65532:65532 /out/var/lib/teledrop /var/lib/teledrop
 WORKDIR /var/lib/teledrop
 USER 65532:65532
-EXPOSE 8080
+# 8080: TELEDROP_LISTEN (downloads, the webhook). 9090: TELEDROP_ADMIN_LISTEN
+# (/healthz, /readyz, /metrics): publish it only where monitoring reaches it.
+EXPOSE 8080 9090
 ENTRYPOINT ["teledrop"]
 CMD ["standalone"]

@@ -121,16 +121,42 @@ def test_every_deployment_has_probes_and_requests(rendered, name):
             assert requests.get("cpu") and requests.get("memory"), where
 
 
+PUBLIC_ROLES = {"ingress", "links"}
+ADMIN_PORT = {"name": "admin", "containerPort": 9090, "protocol": "TCP"}
+HTTP_PORT = {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
-def test_teledrop_roles_probe_healthz_and_readyz(rendered, name):
+def test_teledrop_roles_probe_healthz_and_readyz_on_the_admin_port(rendered, name):
     for role in ROLES:
         d = one(rendered[name], "Deployment", f"teledrop-{role}")
         c = d["spec"]["template"]["spec"]["containers"][0]
         assert c["args"] == [role]
-        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-        assert env_of(c)["TELEDROP_LISTEN"]["value"] == "0.0.0.0:8080"
+        for probe, path in [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+            assert c[probe]["httpGet"] == {"path": path, "port": "admin"}, (role, probe)
+        env = env_of(c)
+        assert env["TELEDROP_ADMIN_LISTEN"]["value"] == "0.0.0.0:9090"
+        if role in PUBLIC_ROLES:
+            assert c["ports"] == [HTTP_PORT, ADMIN_PORT]
+            assert env["TELEDROP_LISTEN"]["value"] == "0.0.0.0:8080"
+        else:
+            # The worker and the controller have no product routes.
+            assert c["ports"] == [ADMIN_PORT]
+            assert "TELEDROP_LISTEN" not in env
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_public_services_expose_only_the_product_port(rendered, name):
+    services = {s["metadata"]["name"]: s for s in find(rendered[name], "Service")}
+    for role in ROLES:
+        admin = services[f"teledrop-{role}-admin"]["spec"]["ports"]
+        assert admin == [{"name": "admin", "port": 9090, "targetPort": "admin", "protocol": "TCP"}], role
+        if role in PUBLIC_ROLES:
+            public = services[f"teledrop-{role}"]["spec"]["ports"]
+            assert public == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}], role
+            assert "teledrop.dev/metrics" not in services[f"teledrop-{role}"]["metadata"]["labels"]
+        else:
+            assert f"teledrop-{role}" not in services, role
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -382,7 +408,9 @@ def test_ingress_routes_webhook_and_downloads_with_tls(rendered):
     assert paths == {("/telegram/webhook", "Exact", "teledrop-ingress"), ("/download", "Prefix", "teledrop-links")}
     services = {s["metadata"]["name"]: s for s in find(rendered["default"], "Service")}
     for _, _, svc in paths:
-        assert services[svc]["spec"]["ports"][0]["name"] == "http"
+        assert [p["name"] for p in services[svc]["spec"]["ports"]] == ["http"]
+    backends = [p["backend"]["service"] for p in rule["http"]["paths"]]
+    assert all(b["port"] == {"name": "http"} and not b["name"].endswith("-admin") for b in backends), backends
 
 
 def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(rendered):
@@ -468,11 +496,12 @@ def test_service_monitor_scrapes_every_role(rendered):
     docs = rendered["full"]
     sm = one(docs, "ServiceMonitor", "teledrop")
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert [(e["port"], e["path"]) for e in sm["spec"]["endpoints"]] == [("admin", "/metrics")]
     selector = sm["spec"]["selector"]["matchLabels"]
-    scraped = {s["metadata"]["name"] for s in find(docs, "Service")
-               if selector.items() <= s["metadata"]["labels"].items()}
-    assert scraped == {f"teledrop-{r}" for r in ROLES}
+    scraped = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert {s["metadata"]["name"] for s in scraped} == {f"teledrop-{r}-admin" for r in ROLES}
+    for s in scraped:
+        assert [p["name"] for p in s["spec"]["ports"]] == ["admin"], s["metadata"]["name"]
 
 
 def test_network_policies_cover_every_pod(rendered):
@@ -496,6 +525,12 @@ def test_network_policies_cover_every_pod(rendered):
         for p in policies:
             if p["metadata"]["name"] in matching:
                 assert set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    # Callers reach the product port of ingress and links only; Prometheus
+    # reaches every role's admin port.
+    for role in ROLES:
+        admitted = {p["port"] for rule in one(docs, "NetworkPolicy", f"teledrop-{role}")["spec"]["ingress"]
+                    for p in rule["ports"]}
+        assert admitted == ({"http", "admin"} if role in PUBLIC_ROLES else {"admin"}), role
     controller = one(docs, "NetworkPolicy", "teledrop-controller")
     ports = {p["port"] for rule in controller["spec"]["egress"] for p in rule["ports"]}
     assert {53, 5432, 6443} <= ports and 4222 not in ports

@@ -11,6 +11,7 @@ One teledrop role as a Deployment. Called with
 {{- $v := .values }}
 {{- $ctx := dict "root" $root "component" .component "values" $v }}
 {{- $creds := dict "root" $root "nats" (default false .nats) }}
+{{- $public := eq (include "teledrop.hasPublicPort" .) "true" }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -55,12 +56,17 @@ spec:
           args:
             {{- toYaml .args | nindent 12 }}
           ports:
+            {{- if $public }}
             - name: http
-              containerPort: 8080
+              containerPort: {{ include "teledrop.httpPort" $root }}
+              protocol: TCP
+            {{- end }}
+            - name: admin
+              containerPort: {{ include "teledrop.adminPort" $root }}
               protocol: TCP
           env:
             {{- include "teledrop.commonEnv" $ctx | nindent 12 }}
-            {{- include "teledrop.listenEnv" $root | nindent 12 }}
+            {{- include "teledrop.listenEnv" (dict "public" $public) | nindent 12 }}
             {{- with (include "teledrop.secretsEnv" (dict "root" $root "items" .secretItems) | trim) }}{{ . | nindent 12 }}{{- end }}
             {{- with (include "teledrop.credentialsEnv" $creds | trim) }}{{ . | nindent 12 }}{{- end }}
             {{- .env | nindent 12 }}
@@ -101,13 +107,38 @@ spec:
         {{- end }}
 {{- end }}
 
-{{/* The ClusterIP Service of a role (its http port: traffic and /metrics). */}}
+{{/*
+The ClusterIP Services of a role: `<fullname>-<role>` with only the http
+port, for roles with product routes (what the Ingress and the local Bot API
+server reach), and `<fullname>-<role>-admin` with only the admin port, for
+every role (what the ServiceMonitor scrapes). Two Services, so that nothing
+routed to the public one can reach /metrics or /readyz.
+*/}}
 {{- define "teledrop.service" -}}
 {{- $ctx := dict "root" .root "component" .component }}
+{{- if include "teledrop.hasPublicPort" . }}
 apiVersion: v1
 kind: Service
 metadata:
   name: {{ include "teledrop.fullname" .root }}-{{ .component }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "teledrop.componentLabels" $ctx | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "teledrop.componentSelectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ include "teledrop.httpPort" .root }}
+      targetPort: http
+      protocol: TCP
+---
+{{- end }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "teledrop.fullname" .root }}-{{ .component }}-admin
   namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "teledrop.componentLabels" $ctx | nindent 4 }}
@@ -117,9 +148,9 @@ spec:
   selector:
     {{- include "teledrop.componentSelectorLabels" $ctx | nindent 4 }}
   ports:
-    - name: http
-      port: 8080
-      targetPort: http
+    - name: admin
+      port: {{ include "teledrop.adminPort" .root }}
+      targetPort: admin
       protocol: TCP
 {{- end }}
 

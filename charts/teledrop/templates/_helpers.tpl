@@ -200,9 +200,28 @@ A projected volume with the secret files a role needs:
   value: {{ join "," $attrs | quote }}
 {{- end }}
 
+{{/*
+Ports. A role with product routes (ingress: the webhook; links: downloads)
+serves them on `http`; every role serves /healthz, /readyz and /metrics on
+`admin`, which no public Service or Ingress routes to: /readyz costs a
+database query and a storage call, and metrics describe the whole process.
+*/}}
+{{- define "teledrop.httpPort" -}}8080{{- end }}
+{{- define "teledrop.adminPort" -}}9090{{- end }}
+
+{{/* Whether a role has product routes: (dict "component" "links") → "true" or "". */}}
+{{- define "teledrop.hasPublicPort" -}}
+{{- if has .component (list "ingress" "links") }}true{{- end }}
+{{- end }}
+
+{{/* The listen addresses: (dict "public" <bool>). */}}
 {{- define "teledrop.listenEnv" -}}
+{{- if .public }}
 - name: TELEDROP_LISTEN
-  value: "0.0.0.0:8080"
+  value: "0.0.0.0:{{ include "teledrop.httpPort" . }}"
+{{- end }}
+- name: TELEDROP_ADMIN_LISTEN
+  value: "0.0.0.0:{{ include "teledrop.adminPort" . }}"
 {{- end }}
 
 {{- define "teledrop.natsEnv" -}}
@@ -275,25 +294,25 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* /healthz and /readyz on the http port. */}}
+{{/* /healthz and /readyz on the admin port. */}}
 {{- define "teledrop.probes" -}}
 startupProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: admin
   periodSeconds: 2
   failureThreshold: 30
 livenessProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: admin
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
   httpGet:
     path: /readyz
-    port: http
+    port: admin
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 3
