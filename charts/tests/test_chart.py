@@ -217,9 +217,10 @@ def test_role_environments(rendered):
     assert {"TELEGRAM_BOT_TOKEN_FILE", "DATABASE_URL_FILE", "TELEDROP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_REGION",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NATS_URL", "TELEDROP_PUBLIC_URL", "TELEDROP_MAX_FILE_SIZE",
             "TELEDROP_WORKER_CONCURRENCY", "TELEDROP_ALLOWED_USERS", "TELEDROP_RATE_LIMIT",
-            "TELEDROP_DRAIN_TIMEOUT"} <= set(worker)
+            "TELEDROP_USER_CONCURRENCY", "TELEDROP_DRAIN_TIMEOUT"} <= set(worker)
     assert worker["TELEDROP_ALLOWED_USERS"]["value"] == "11111111,22222222"
     assert worker["TELEDROP_RATE_LIMIT"]["value"] == "20"
+    assert worker["TELEDROP_USER_CONCURRENCY"]["value"] == "3"
     assert worker["TELEDROP_PUBLIC_URL"]["value"] == "https://files.example.org"
     links = env("links")
     assert {"DATABASE_URL_FILE", "TELEDROP_STORAGE_URL", "TELEDROP_PUBLIC_URL", "AWS_ACCESS_KEY_ID"} <= set(links)

@@ -272,7 +272,7 @@ pub enum Admission {
 pub enum Claim {
     /// The job moved pending → running (an attempt counted, an event
     /// appended).
-    Started(JobRecord),
+    Started(Box<JobRecord>),
     /// Its owner has as many jobs running as allowed; nothing changed.
     OwnerBusy,
 }

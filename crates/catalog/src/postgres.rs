@@ -373,7 +373,7 @@ impl Catalog for PgCatalog {
         let job = common::job_from(&row)?;
         Self::insert_event(&mut tx, id, now, Some(JobState::Pending), JobState::Running, None, note).await?;
         tx.commit().await?;
-        Ok(Claim::Started(job))
+        Ok(Claim::Started(Box::new(job)))
     }
 
     async fn set_status_message(&self, id: JobId, message_id: MessageId) -> Result<()> {

@@ -394,7 +394,7 @@ impl Catalog for SqliteCatalog {
         )
         .await?;
         tx.commit().await?;
-        Ok(Claim::Started(record))
+        Ok(Claim::Started(Box::new(record)))
     }
 
     async fn set_status_message(&self, job: JobId, message_id: MessageId) -> Result<()> {

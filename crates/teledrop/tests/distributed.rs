@@ -359,3 +359,98 @@ async fn a_nats_outage_under_load_loses_and_repeats_nothing() {
     cluster.stop().await;
     drop(nats);
 }
+
+/// Fair queues across processes: one user sends a hundred files, then
+/// another user one; two workers share the per-user limit through
+/// Postgres. The second user's link comes before the first user's tenth,
+/// and never more than two of the first user's files run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_users_hundred_files_wait_their_turn_across_two_workers() {
+    const FILES: usize = 100;
+    let (busy, other) = (31, 32);
+    let cluster = Cluster::start(Setup {
+        workers: 2,
+        local_mode: false,
+        nats_url: teledrop_testkit::require_env("TEST_NATS_URL"),
+        store: Store::Folder,
+        env: vec![
+            ("TELEDROP_USER_CONCURRENCY", "2".into()),
+            ("TELEDROP_WORKER_CONCURRENCY", "4".into()),
+        ],
+    })
+    .await;
+    let ctl = cluster.sim.control();
+    // Paced downloads, so that jobs overlap and a queue forms.
+    ctl.set_faults(tg_sim::Faults {
+        download_bytes_per_sec: Some(200_000),
+        ..tg_sim::Faults::default()
+    })
+    .await
+    .unwrap();
+    let mut sent: HashMap<i64, Vec<SentFile>> = HashMap::new();
+    for seed in 0..FILES as u64 {
+        let f = ctl
+            .send_file(FileSpec::document(busy, 20_000, 3000 + seed))
+            .await
+            .unwrap();
+        sent.entry(busy).or_default().push(f);
+    }
+    let f = ctl.send_file(FileSpec::document(other, 20_000, 4000)).await.unwrap();
+    sent.entry(other).or_default().push(f);
+
+    cluster.wait_for_links(&sent, Duration::from_secs(300)).await;
+    cluster.assert_catalog_exact(&sent).await;
+    let catalog = cluster.catalog().await;
+    let mut replied = Vec::new();
+    let mut edges = Vec::new();
+    for f in &sent[&busy] {
+        let job = catalog
+            .job_by_update(UpdateId(f.update_id))
+            .await
+            .unwrap()
+            .expect("job");
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Stored, 1),
+            "waiting cost no attempt"
+        );
+        replied.push(job.replied_at.expect("replied"));
+        for e in catalog.job_events(job.id).await.unwrap() {
+            if e.to == JobState::Running {
+                edges.push((e.at, 1));
+            } else if e.from == Some(JobState::Running) {
+                edges.push((e.at, -1));
+            }
+        }
+    }
+    replied.sort();
+    let late = catalog
+        .job_by_update(UpdateId(sent[&other][0].update_id))
+        .await
+        .unwrap()
+        .expect("job");
+    let late_at = late.replied_at.expect("replied");
+    assert!(
+        late_at < replied[9],
+        "the other user's link ({late_at}) came after the busy user's 10th ({})",
+        replied[9]
+    );
+    // Ends sort before starts at the same millisecond: a claim counts only
+    // the ends it sees committed.
+    edges.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in edges {
+        running += d;
+        most = most.max(running);
+    }
+    assert!(most <= 2, "{most} of one user's jobs ran at once; the limit is 2");
+    assert_eq!(most, 2, "both of the user's slots were used");
+    for w in &cluster.workers {
+        assert!(
+            w.log_text().contains("file stored"),
+            "each worker stored files:\n{}",
+            w.log_text()
+        );
+    }
+    cluster.stop().await;
+}

@@ -42,6 +42,7 @@ use teledrop_catalog::{Catalog, CatalogError, Claim, Transition};
 use teledrop_core::{JobId, JobRecord, JobState, UserId};
 use teledrop_telegram::{Inbound, Update, parse_update};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// How often the head of a line asks the catalog again when nothing
@@ -58,7 +59,7 @@ pub const PARKED: usize = 256;
 #[derive(Debug)]
 pub(crate) enum Begin {
     /// Running now, holding one of its owner's slots.
-    Started(JobRecord),
+    Started(Box<JobRecord>),
     /// Nothing to run (finished, gone, someone else's, a failure).
     Settled(Outcome),
     /// Its owner has as many jobs running as allowed.
@@ -131,7 +132,10 @@ impl Lines {
     ) -> Result<Begin, CatalogError> {
         let Some(per_owner) = per_owner else {
             let start = Transition::new(JobState::Pending, JobState::Running, "started");
-            return catalog.transition(job, start).await.map(Begin::Started);
+            return catalog
+                .transition(job, start)
+                .await
+                .map(|j| Begin::Started(Box::new(j)));
         };
         Ok(match catalog.claim(job, per_owner, "started").await? {
             Claim::Started(job) => Begin::Started(job),
@@ -156,7 +160,13 @@ impl Pipeline {
     /// settled it with a retry or stopped confirming it (its process
     /// died), so a redelivery (`attempt > 1`) may take over a job left
     /// `running`.
-    pub(crate) async fn handle_fairly(&self, slots: &Arc<Semaphore>, envelope: &Envelope, attempt: u32) -> Outcome {
+    pub(crate) async fn handle_fairly(
+        &self,
+        slots: &Arc<Semaphore>,
+        envelope: &Envelope,
+        attempt: u32,
+        stop: &CancellationToken,
+    ) -> Outcome {
         let update: Update = match serde_json::from_slice(&envelope.body) {
             Ok(u) => u,
             Err(e) => {
@@ -166,7 +176,7 @@ impl Pipeline {
         };
         match self.accept(&update).await {
             Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => match parse_update(&update) {
-                Inbound::File(f) => self.run_fairly(slots, job, f.user_id, attempt > 1).await,
+                Inbound::File(f) => self.run_fairly(slots, job, f.user_id, attempt > 1, stop).await,
                 // `accept` makes jobs of files only.
                 _ => Outcome::Drop,
             },
@@ -182,12 +192,15 @@ impl Pipeline {
     /// until the job starts or settles (holding no worker slot while it
     /// waits), then runs it in one of `slots`. `take_over`: the delivery
     /// is a redelivery, whose job may be left `running` by a dead worker.
+    /// Once `stop` is cancelled a waiting job asks to be retried soon
+    /// (another worker may have room) instead of holding up the drain.
     pub(crate) async fn run_fairly(
         &self,
         slots: &Arc<Semaphore>,
         job: JobId,
         owner: UserId,
         take_over: bool,
+        stop: &CancellationToken,
     ) -> Outcome {
         if self.user_concurrency().is_none() {
             let _slot = slot(slots, self.lines()).await;
@@ -203,7 +216,7 @@ impl Pipeline {
                     // The next delivery of this user may claim now: the
                     // owner may have room for more than this one.
                     drop(turn.take());
-                    let outcome = self.finish(record).await;
+                    let outcome = self.finish(*record).await;
                     drop(slot);
                     place.line.freed.notify_one();
                     return outcome;
@@ -215,6 +228,7 @@ impl Pipeline {
                     take_over = false;
                     debug!(job = %job, user = owner.0, "owner busy; waiting for room");
                     tokio::select! {
+                        _ = stop.cancelled() => return Outcome::Retry(Duration::from_secs(1)),
                         _ = place.line.freed.notified() => {}
                         _ = tokio::time::sleep(RECHECK) => {}
                     }

@@ -386,7 +386,7 @@ impl Pipeline {
 
     pub(crate) async fn run(&self, id: JobId, take_over: bool) -> Outcome {
         match self.begin(id, take_over).await {
-            Begin::Started(job) => self.finish(job).await,
+            Begin::Started(job) => self.finish(*job).await,
             Begin::Settled(outcome) => outcome,
             // Worker pools wait for room instead (`fair`); a direct caller
             // hears when to ask again.

@@ -81,13 +81,14 @@ pub async fn serve(
             teledrop_otel::continue_trace(&span, trace);
         }
         let slots = slots.clone();
+        let stop = shutdown.clone();
         let task = async move {
             let _hold = hold;
             let update_id = delivery.envelope.update_id;
             // Tell the bus we are alive while a long transfer runs, or the
             // delivery waits for its owner to have room, so it redelivers
             // only if this process dies.
-            let work = pipeline.handle_fairly(&slots, &delivery.envelope, delivery.attempt);
+            let work = pipeline.handle_fairly(&slots, &delivery.envelope, delivery.attempt, &stop);
             tokio::pin!(work);
             let mut beat = tokio::time::interval(heartbeat);
             beat.tick().await;
@@ -194,7 +195,7 @@ impl Recovery {
                             pipeline.reply_outcome(job).await
                         }
                         // Waits for its owner's room like a delivery.
-                        Work::Run(id, owner) => pipeline.run_fairly(&slots, *id, *owner, false).await,
+                        Work::Run(id, owner) => pipeline.run_fairly(&slots, *id, *owner, false, &shutdown).await,
                     };
                     match outcome {
                         Outcome::Retry(wait) => tokio::select! {
