@@ -312,6 +312,49 @@ mod tests {
         Some(all)
     }
 
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let got = read_to_close(&mut tcp, Duration::from_secs(30))
+            .await
+            .expect("an answer");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn public_and_admin_routes_stay_on_their_own_listener_and_both_stop() {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (p, a) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let public_app = Router::new().route("/download", axum::routing::get(|| async { "file" }));
+        let admin_app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            serve_with_admin(
+                "test",
+                Some((public, public_app)),
+                (admin, admin_app),
+                &HttpLimits::default(),
+                s,
+            )
+            .await
+        });
+        assert!(get(p, "/download").await.starts_with("HTTP/1.1 200"));
+        assert!(get(p, "/healthz").await.starts_with("HTTP/1.1 404"));
+        assert!(get(a, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(a, "/download").await.starts_with("HTTP/1.1 404"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        for addr in [p, a] {
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{addr} still listens"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_trickled_head_is_cut_at_the_header_deadline() {
         let limits = HttpLimits {
