@@ -26,11 +26,12 @@
 //! bounded per process ([`PARKED`]); when the bound is reached the loop
 //! stops pulling, and the rest waits in the stream.
 //!
-//! Take-over is unchanged: a `running` job of a dead worker counts for
-//! its owner until its delivery comes back after `ack_wait`, whose
-//! handler moves it back to `pending` (it then waits for room like any
-//! other); `standalone` moves every `running` job back to `pending` at
-//! start.
+//! Take-over: a `running` job of a dead worker counts for its owner
+//! until its delivery comes back after `ack_wait`. Its new handler moves
+//! it back to `pending` before joining the owner's line (the deliveries
+//! waiting there may be waiting for exactly that slot), then it waits for
+//! room like any other. `standalone` moves every `running` job back to
+//! `pending` at start.
 
 use crate::{Intake, Outcome, Pipeline};
 use std::collections::HashMap;
@@ -188,6 +189,26 @@ impl Pipeline {
         }
     }
 
+    /// Moves a job left `running` back to `pending`; whether it is not
+    /// `running` now (`false`: the catalog could not say).
+    async fn release_dead_holder(&self, job: JobId) -> bool {
+        let catalog = self.catalog();
+        match catalog.job(job).await {
+            Ok(Some(j)) if j.state == JobState::Running => {
+                let back = Transition::new(JobState::Running, JobState::Pending, "taken over from a dead runner");
+                match catalog.transition(job, back).await {
+                    Ok(_) | Err(CatalogError::StateConflict { .. }) => true,
+                    Err(e) => {
+                        warn!(job = %job, error = %e, "could not take over a job; trying again in line");
+                        false
+                    }
+                }
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
     /// Stage 2 of a delivery of `owner`'s job: waits in the owner's line
     /// until the job starts or settles (holding no worker slot while it
     /// waits), then runs it in one of `slots`. `take_over`: the delivery
@@ -206,9 +227,12 @@ impl Pipeline {
             let _slot = slot(slots, self.lines()).await;
             return self.run(job, take_over).await;
         }
+        // Before queueing: a job its dead holder left `running` takes one
+        // of its owner's slots, and the deliveries waiting in line before
+        // it would wait for that slot forever.
+        let mut take_over = take_over && !self.release_dead_holder(job).await;
         let place = self.lines().join(owner);
         let mut turn = Some(place.line.turn.lock().await);
-        let mut take_over = take_over;
         loop {
             let slot = slot(slots, self.lines()).await;
             match self.begin(job, take_over).await {
