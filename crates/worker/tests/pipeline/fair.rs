@@ -184,3 +184,102 @@ async fn two_replicas_keep_one_users_limit_between_them() {
         "{most} of one user's jobs ran at once over two replicas; the limit is 2"
     );
 }
+
+/// Hands out the deliveries it is given, with their delivery counts, as
+/// a bus would after a worker died; settling does nothing.
+struct Redeliveries(tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<(Envelope, u32)>>);
+
+struct Unsettled;
+
+#[async_trait::async_trait]
+impl teledrop_bus::Settle for Unsettled {
+    async fn ack(self: Box<Self>) -> Result<(), teledrop_bus::BusError> {
+        Ok(())
+    }
+    async fn nak(self: Box<Self>, _: Duration) -> Result<(), teledrop_bus::BusError> {
+        Ok(())
+    }
+    async fn term(self: Box<Self>) -> Result<(), teledrop_bus::BusError> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> Result<(), teledrop_bus::BusError> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for Redeliveries {
+    async fn publish(&self, _: Envelope) -> Result<(), teledrop_bus::BusError> {
+        Err(teledrop_bus::BusError::Closed)
+    }
+    async fn next(&self) -> Result<Option<teledrop_bus::Delivery>, teledrop_bus::BusError> {
+        let got = self.0.lock().await.recv().await;
+        Ok(got.map(|(envelope, attempt)| teledrop_bus::Delivery {
+            envelope,
+            attempt,
+            settle: Box::new(Unsettled),
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_of_a_dead_worker_free_their_owners_slots_when_redelivered() {
+    let user = 63;
+    let rig = rig(3).await;
+    let ctl = rig.sim.control();
+    let mut envelopes = Vec::new();
+    let mut jobs = Vec::new();
+    for seed in 0..3 {
+        let sent = ctl
+            .send_file(FileSpec::document(user, 5_000, 8000 + seed))
+            .await
+            .unwrap();
+        let env = update_body(&rig, sent.update_id).await;
+        let update: teledrop_telegram::Update = serde_json::from_slice(&env.body).unwrap();
+        let teledrop_worker::Intake::NewJob(id) = rig.pipeline.accept(&update).await.unwrap() else {
+            panic!("a new job")
+        };
+        envelopes.push(env);
+        jobs.push(id);
+    }
+    // A worker died running the first two: the user's two slots are taken.
+    for id in &jobs[..2] {
+        rig.catalog
+            .transition(
+                *id,
+                Transition::new(JobState::Pending, JobState::Running, "dead worker"),
+            )
+            .await
+            .unwrap();
+    }
+    // The third file waits in line first; the dead worker's come back after it.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send((envelopes[2].clone(), 1)).unwrap();
+    tx.send((envelopes[0].clone(), 2)).unwrap();
+    tx.send((envelopes[1].clone(), 2)).unwrap();
+    let bus = Arc::new(Redeliveries(tokio::sync::Mutex::new(rx)));
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(teledrop_worker::serve(
+        bus as Arc<dyn Bus>,
+        rig.pipeline.clone(),
+        4,
+        stop.clone(),
+        WAIT,
+    ));
+    ctl.wait_for(user, WAIT, |l| links(l).len() == 3).await.unwrap();
+    stop.cancel();
+    worker.await.unwrap();
+    drop(tx);
+    let mut attempts = Vec::new();
+    for id in &jobs {
+        let job = rig.catalog.job(*id).await.unwrap().expect("job");
+        assert_eq!(job.state, JobState::Stored);
+        attempts.push(job.attempts);
+    }
+    assert_eq!(
+        attempts,
+        [2, 2, 1],
+        "taken over once each; the waiting one started once"
+    );
+    assert!(max_running(&rig.catalog, &jobs).await <= 2);
+}
