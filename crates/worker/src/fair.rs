@@ -232,7 +232,15 @@ impl Pipeline {
         // it would wait for that slot forever.
         let mut take_over = take_over && !self.release_dead_holder(job).await;
         let place = self.lines().join(owner);
-        let mut turn = Some(place.line.turn.lock().await);
+        // Counted while it waits: behind others of its owner, or for room.
+        let mut waiting = None;
+        let mut turn = Some(match place.line.turn.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                waiting = Some(self.metrics().waiting());
+                place.line.turn.lock().await
+            }
+        });
         loop {
             let slot = slot(slots, self.lines()).await;
             match self.begin(job, take_over).await {
@@ -240,6 +248,7 @@ impl Pipeline {
                     // The next delivery of this user may claim now: the
                     // owner may have room for more than this one.
                     drop(turn.take());
+                    drop(waiting.take());
                     let outcome = self.finish(*record).await;
                     drop(slot);
                     place.line.freed.notify_one();
@@ -248,6 +257,7 @@ impl Pipeline {
                 Begin::Settled(outcome) => return outcome,
                 Begin::OwnerBusy => {
                     drop(slot);
+                    waiting.get_or_insert_with(|| self.metrics().waiting());
                     // Taken over or not, the job is pending now.
                     take_over = false;
                     debug!(job = %job, user = owner.0, "owner busy; waiting for room");

@@ -1,5 +1,5 @@
 //! The worker's Prometheus metrics: what became of jobs and deliveries,
-//! bytes stored, jobs running now.
+//! bytes stored, jobs running now and jobs waiting for their owner's turn.
 
 use crate::Outcome;
 use teledrop_core::ErrorKind;
@@ -14,6 +14,7 @@ pub struct WorkerMetrics {
     deliveries: CounterVec,
     stored_bytes: Counter,
     in_flight: Gauge,
+    waiting: Gauge,
 }
 
 const STORED: &str = "stored";
@@ -54,6 +55,10 @@ impl Default for WorkerMetrics {
                 "Bytes of new blobs uploaded to object storage and committed.",
             ),
             in_flight: Gauge::new("teledrop_worker_jobs_in_flight", "Jobs this process is running now."),
+            waiting: Gauge::new(
+                "teledrop_worker_jobs_waiting",
+                "Deliveries this process holds while their user has TELEDROP_USER_CONCURRENCY jobs running.",
+            ),
         }
     }
 }
@@ -91,6 +96,10 @@ impl WorkerMetrics {
         self.in_flight.track()
     }
 
+    pub(crate) fn waiting(&self) -> teledrop_metrics::GaugeGuard<'_> {
+        self.waiting.track()
+    }
+
     /// Jobs that ended `stored` (with an upload of their own).
     pub fn jobs_stored(&self) -> u64 {
         self.jobs.get(&[STORED, ""])
@@ -121,6 +130,10 @@ impl WorkerMetrics {
     pub fn jobs_in_flight(&self) -> i64 {
         self.in_flight.get()
     }
+
+    pub fn jobs_waiting(&self) -> i64 {
+        self.waiting.get()
+    }
 }
 
 impl Render for WorkerMetrics {
@@ -130,6 +143,7 @@ impl Render for WorkerMetrics {
         self.deliveries.render(out);
         self.stored_bytes.render(out);
         self.in_flight.render(out);
+        self.waiting.render(out);
     }
 }
 
@@ -153,6 +167,7 @@ mod tests {
             "teledrop_worker_deliveries_total{outcome=\"retry\"} 0\n",
             "teledrop_worker_stored_bytes_total 0\n",
             "teledrop_worker_jobs_in_flight 0\n",
+            "teledrop_worker_jobs_waiting 0\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

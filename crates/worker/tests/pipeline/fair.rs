@@ -80,6 +80,10 @@ async fn another_users_file_passes_one_users_hundred() {
         stop.clone(),
         WAIT,
     ));
+    // The busy user's files wait, and the worker shows it.
+    let metrics = rig.pipeline.metrics().clone();
+    let queued = teledrop_testkit::poll_until(WAIT, || async { (metrics.jobs_waiting() >= 50).then_some(()) }).await;
+    assert!(queued.is_some(), "no queue formed: {} waiting", metrics.jobs_waiting());
     ctl.wait_for(other, WAIT, |l| links(l).len() == 1).await.unwrap();
     ctl.wait_for(busy, Duration::from_secs(120), |l| links(l).len() == FILES)
         .await
@@ -111,9 +115,9 @@ async fn another_users_file_passes_one_users_hundred() {
     assert_eq!(most, 2, "the user's two slots were used");
     // Waiting cost no attempt: each job started once.
     assert!(busy_jobs.iter().all(|j| j.attempts == 1));
-    let metrics = rig.pipeline.metrics();
     assert_eq!(metrics.deliveries("ack"), FILES as u64 + 1);
     assert_eq!(metrics.deliveries("retry"), 0, "no delivery went back to the bus");
+    assert_eq!((metrics.jobs_waiting(), metrics.jobs_in_flight()), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
