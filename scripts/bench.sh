@@ -10,4 +10,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh
 
+# download_rate compares the link server with nginx under wrk.
+command -v wrk >/dev/null || { log "installing wrk"; apt_install wrk; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { log "installing nginx"; apt_install nginx-light || apt_install nginx; }
+export PATH="$PATH:/usr/sbin"
+
 cargo bench -p teledrop "$@"

@@ -130,7 +130,10 @@ async fn a_minute_long_get_file_goes_to_one_worker_and_one_reply() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&procs)));
     let took = sent_at.elapsed();
-    assert!(took >= Duration::from_secs(60), "getFile lasted a minute; linked after {took:?}");
+    assert!(
+        took >= Duration::from_secs(60),
+        "getFile lasted a minute; linked after {took:?}"
+    );
     assert_one_message_with_one_link(&log);
 
     // One getFile, from one worker, in one attempt.
@@ -193,7 +196,10 @@ async fn standalone_killed_during_get_file_links_the_file_once_after_restart() {
         .unwrap_or_else(|e| panic!("{e}\n{}", first.log_text()));
     first.kill9().await;
     let at_kill = fetch_of(&ctl, &sent.file_id).await.unwrap();
-    assert!(at_kill.fetched < SIZE, "the kill landed during getFile: {fetching:?} {at_kill:?}");
+    assert!(
+        at_kill.fetched < SIZE,
+        "the kill landed during getFile: {fetching:?} {at_kill:?}"
+    );
 
     let restarted_at = Instant::now();
     let second = start_role("standalone-2", "standalone", &env, port, dir.path()).await;
