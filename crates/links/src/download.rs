@@ -135,6 +135,7 @@ pub(crate) async fn download(
     if method == Method::HEAD {
         // Same headers as a GET; the object must exist for the GET to.
         if state.inner.storage.head(&file.object_key).await?.is_none() {
+            state.inner.lookups.forget(token);
             return Err(LinksError::ObjectMissing);
         }
         response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
@@ -151,6 +152,11 @@ pub(crate) async fn download(
         Err(e) => {
             if counted {
                 state.inner.counter.uncount(file.id);
+            }
+            if matches!(e, StorageError::NotFound) {
+                // Deleted since the lookup, maybe: the next request asks
+                // the catalog, which says why.
+                state.inner.lookups.forget(token);
             }
             return Err(match e {
                 StorageError::InvalidRange => LinksError::RangeNotSatisfiable { total: file.size },
@@ -224,8 +230,19 @@ async fn admit(
         } else {
             inner.counter.settled_epoch(FLUSH_WAIT).await
         };
-        let Some((link, file)) = inner.catalog.resolve_link(token).await? else {
-            return Err(LinksError::NotFound);
+        // The first attempt may use a recent lookup (`lookup`: never one
+        // of a limited link, whose count must be read fresh).
+        let cached = if attempt == 1 { inner.lookups.get(token) } else { None };
+        let (link, file) = match cached {
+            Some(found) => found,
+            None => {
+                let read_at = std::time::Instant::now();
+                let Some((link, file)) = inner.catalog.resolve_link(token).await? else {
+                    return Err(LinksError::NotFound);
+                };
+                inner.lookups.put(read_at, &link, &file);
+                (link, file)
+            }
         };
         let validators = Validators::new(file.sha256.to_hex(), file.created_at);
         let plan = Plan::decide(method, headers, &file, &validators);

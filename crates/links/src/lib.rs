@@ -29,6 +29,7 @@ mod counter;
 pub mod disposition;
 mod download;
 mod error;
+mod lookup;
 mod metrics;
 pub mod range;
 mod response;
@@ -50,6 +51,7 @@ use tracing::Instrument;
 
 use counter::{DownloadCounter, FlushGuard};
 use error::ErrorLabel;
+use lookup::LookupCache;
 use metrics::LinksMetrics;
 use teledrop_metrics::Render;
 
@@ -64,6 +66,9 @@ pub struct LinksConfig {
     /// Whether `?inline` may show previewable files in the browser; when
     /// off every file is an attachment.
     pub inline_preview: bool,
+    /// How long a token lookup of a link without a download limit may be
+    /// reused (`lookup`); zero looks every request up.
+    pub lookup_ttl: Duration,
 }
 
 impl Default for LinksConfig {
@@ -71,6 +76,7 @@ impl Default for LinksConfig {
         Self {
             flush_interval: Duration::from_secs(2),
             inline_preview: true,
+            lookup_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -86,6 +92,7 @@ struct Inner {
     storage: Storage,
     config: LinksConfig,
     counter: DownloadCounter,
+    lookups: LookupCache,
     /// Held exclusively by a flush, which also serialises flushes (the
     /// periodic one, the final one, explicit ones); held shared by a
     /// limited-link admission that lost the optimistic race too often, so
@@ -114,6 +121,7 @@ impl LinksState {
             inner: Arc::new(Inner {
                 catalog,
                 storage,
+                lookups: LookupCache::new(config.lookup_ttl),
                 config,
                 counter: DownloadCounter::default(),
                 flush_gate: tokio::sync::RwLock::new(()),

@@ -11,19 +11,19 @@
 mod azure_uploads;
 mod client;
 mod error;
+mod local_read;
 mod local_uploads;
 mod open;
 mod target;
 mod uploads;
 
 use std::fmt;
-use std::io::{Seek, SeekFrom};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -33,7 +33,6 @@ use object_store::{
 };
 use sha2::Digest;
 use teledrop_core::{ObjectKey, Sha256};
-use tokio::io::AsyncReadExt;
 
 use azure_uploads::AzureUploads;
 pub use error::StorageError;
@@ -45,8 +44,6 @@ pub const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts uploaded concurrently; with the part being filled, memory held by
 /// one upload stays around `(MAX_PARTS_IN_FLIGHT + 1) * PART_SIZE`.
 pub const MAX_PARTS_IN_FLIGHT: usize = 4;
-/// Chunk size of streams read from the local filesystem store.
-const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Upper bound on [`Storage::ping`].
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// The key [`Storage::ping`] looks up; it need not exist.
@@ -303,6 +300,9 @@ impl Storage {
         {
             return Err(StorageError::InvalidRange);
         }
+        if let Kind::Local { root } = &*self.kind {
+            return local_read::get(root, key, range).await;
+        }
         let location = location(key);
         let options = GetOptions {
             range: range.clone().map(GetRange::Bounded),
@@ -327,7 +327,7 @@ impl Storage {
         let last_modified = result.meta.last_modified;
         let returned = result.range.clone();
         let stream = match result.payload {
-            GetResultPayload::File(file, path) => local_stream(file, path, returned.clone())?,
+            GetResultPayload::File(file, path) => local_read::chunked(file, path, returned.clone())?,
             GetResultPayload::Stream(s) => s.map_err(StorageError::Store).boxed(),
         };
         Ok(ObjectRead {
@@ -375,7 +375,8 @@ impl Storage {
                 let (root, prefix) = (root.clone(), prefix.to_owned());
                 stream::once(async move {
                     let found = tokio::task::spawn_blocking(move || {
-                        local_uploads::local_staging_files(&root, &prefix).map_err(|e| local_error(&root, e))
+                        local_uploads::local_staging_files(&root, &prefix)
+                            .map_err(|e| local_read::local_error(&root, e))
                     })
                     .await
                     .map_err(|e| StorageError::Store(e.into()))??;
@@ -397,7 +398,8 @@ impl Storage {
             Kind::Local { root } => {
                 let (root, upload) = (root.clone(), upload.clone());
                 tokio::task::spawn_blocking(move || {
-                    local_uploads::remove_local_staging_file(&root, &upload).map_err(|e| local_error(&root, e))
+                    local_uploads::remove_local_staging_file(&root, &upload)
+                        .map_err(|e| local_read::local_error(&root, e))
                 })
                 .await
                 .map_err(|e| StorageError::Store(e.into()))?
@@ -434,9 +436,11 @@ impl Storage {
     async fn ping_inner(&self) -> Result<(), StorageError> {
         match &*self.kind {
             Kind::Local { root } => {
-                let meta = tokio::fs::metadata(root).await.map_err(|e| local_error(root, e))?;
+                let meta = tokio::fs::metadata(root)
+                    .await
+                    .map_err(|e| local_read::local_error(root, e))?;
                 if !meta.is_dir() {
-                    return Err(local_error(
+                    return Err(local_read::local_error(
                         root,
                         std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
                     ));
@@ -494,46 +498,6 @@ fn info(meta: ObjectMeta) -> ObjectInfo {
         last_modified: meta.last_modified,
         e_tag: meta.e_tag,
     }
-}
-
-fn local_error(path: &std::path::Path, e: std::io::Error) -> StorageError {
-    StorageError::Store(object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: format!("{}: {e}", path.display()).into(),
-    })
-}
-
-/// Reads `range` of an open local file in large chunks, failing if the file
-/// turns out shorter than announced.
-fn local_stream(
-    mut file: std::fs::File,
-    path: PathBuf,
-    range: Range<u64>,
-) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-    // lseek only moves the offset: no I/O to keep off the runtime.
-    file.seek(SeekFrom::Start(range.start))
-        .map_err(|e| local_error(&path, e))?;
-    let reader = tokio::fs::File::from_std(file).take(range.end - range.start);
-    let state = (reader, range.end - range.start, path);
-    Ok(stream::try_unfold(state, |(mut reader, remaining, path)| async move {
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let want = remaining.min(LOCAL_READ_CHUNK as u64) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        let n = reader.read_buf(&mut buf).await.map_err(|e| local_error(&path, e))?;
-        if n == 0 {
-            return Err(local_error(
-                &path,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("file ended {remaining} bytes early"),
-                ),
-            ));
-        }
-        Ok(Some((buf.freeze(), (reader, remaining - n as u64, path))))
-    })
-    .boxed())
 }
 
 #[cfg(test)]

@@ -128,7 +128,12 @@ async fn a_flush_between_read_and_admission_cannot_hide_a_download() {
 
 #[tokio::test]
 async fn unlimited_links_do_not_reread_around_flushes() {
-    let env = Env::new().await;
+    // Every request reads the catalog here: the subject is that read.
+    let env = Env::with_config(teledrop_links::LinksConfig {
+        lookup_ttl: std::time::Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
     let c = env.add(b"x").await;
     assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
     *env.catalog.flush_inside_next_resolve.lock().unwrap() = Some(env.state.clone());

@@ -6,6 +6,10 @@ use http::StatusCode;
 use teledrop_catalog::Catalog;
 use teledrop_core::{LinkToken, NewLink};
 
+/// Longer than the default lookup lifetime (1 s), with room for a loaded
+/// machine.
+const WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[tokio::test]
 async fn malformed_tokens_are_404_without_asking_the_catalog() {
     let env = Env::new().await;
@@ -56,8 +60,13 @@ async fn deleted_files_are_410_deleted() {
     let c = env.add(b"x").await;
     assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
     env.catalog.delete_file(c.file.id).await.unwrap();
-    let r = env.get(&url(&c), &[]).await;
-    assert_eq!(r.status, StatusCode::GONE);
+    // The lookup of the first request may be reused for up to a second.
+    let r = teledrop_testkit::poll_until(WITHIN, || async {
+        let r = env.get(&url(&c), &[]).await;
+        (r.status == StatusCode::GONE).then_some(r)
+    })
+    .await
+    .expect("the deleted file's link answers 410");
     // Its links were revoked with it; the page gives the real reason.
     assert!(
         r.text().contains("The file behind this link was deleted"),
@@ -127,4 +136,29 @@ async fn missing_objects_are_410_and_not_counted() {
     env.state.flush_downloads().await.unwrap();
     assert_eq!(env.catalog.records(), 0);
     assert_eq!(env.file(c.file.id).await.download_count, 0);
+}
+
+#[tokio::test]
+async fn a_lookup_is_reused_briefly_and_a_deletion_still_takes_effect() {
+    let env = Env::new().await;
+    let c = env.add(b"x").await;
+    assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
+    let after_first = env.catalog.resolves();
+    assert_eq!(env.get(&url(&c), &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        env.catalog.resolves(),
+        after_first,
+        "a second request within the lookup lifetime asks no catalog"
+    );
+    // Deleting the file revokes its links.
+    env.catalog.delete_file(c.file.id).await.unwrap();
+    teledrop_testkit::poll_until(WITHIN, || async {
+        (env.get(&url(&c), &[]).await.status == StatusCode::GONE).then_some(())
+    })
+    .await
+    .expect("the link answers 410 once its lookup expires");
+    assert!(
+        env.catalog.resolves() > after_first,
+        "the expired lookup was read again"
+    );
 }
