@@ -139,7 +139,11 @@ fn wrk(url: &str, conns: u32) -> f64 {
 }
 
 /// nginx in the foreground with a configuration of its own.
-struct Nginx(std::process::Child);
+struct Nginx {
+    master: std::process::Child,
+    prefix: std::path::PathBuf,
+    conf: std::path::PathBuf,
+}
 
 impl Nginx {
     fn start(dir: &Path, root: &Path, port: u16) -> Nginx {
@@ -181,13 +185,28 @@ impl Nginx {
             assert!(std::time::Instant::now() < deadline, "nginx did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nginx(child)
+        Nginx {
+            master: child,
+            prefix,
+            conf,
+        }
     }
 }
 
 impl Drop for Nginx {
+    /// `nginx -s stop` has the master stop its workers too; killing the
+    /// master alone would leave them running.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let stopped = Command::new("nginx")
+            .arg("-p")
+            .arg(&self.prefix)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-s", "stop"])
+            .status();
+        if !stopped.is_ok_and(|s| s.success()) {
+            let _ = self.master.kill();
+        }
+        let _ = self.master.wait();
     }
 }
