@@ -58,7 +58,7 @@ fn stalling() -> (
 ) {
     let (reached_tx, reached_rx) = tokio::sync::oneshot::channel::<()>();
     let mut reached_tx = Some(reached_tx);
-    let source = source_of(&content(2 * PART_SIZE as u64 + 1)).chain(stream::poll_fn(move |_| {
+    let source = source_of(&content(LEAKED_PARTS as u64 * PART_SIZE as u64 + 1)).chain(stream::poll_fn(move |_| {
         if let Some(tx) = reached_tx.take() {
             tx.send(()).unwrap();
         }
@@ -80,10 +80,14 @@ async fn leak_upload(s: &Storage, k: &ObjectKey) {
     std::mem::forget(upload);
 }
 
-/// Waits (up to a deadline) until the backend holds `n` unfinished uploads.
+/// Full parts a [`leak_upload`] sends before it stalls.
+const LEAKED_PARTS: usize = 2;
+
+/// Waits (up to a deadline) until the backend holds `n` unfinished uploads
+/// made by [`leak_upload`], each with all of its parts stored.
 async fn wait_for_unfinished(f: &Fixture, n: usize) {
     let reached = teledrop_testkit::poll_until(std::time::Duration::from_secs(20), || async {
-        (f.unfinished_uploads().await.len() == n).then_some(())
+        (f.unfinished_uploads().await.len() == n && f.parts_landed(LEAKED_PARTS).await).then_some(())
     })
     .await;
     assert!(

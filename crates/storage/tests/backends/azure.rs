@@ -52,8 +52,23 @@ impl AzureContainer {
         all
     }
 
+    /// How many uncommitted blocks blob `name` holds.
+    pub async fn uncommitted_blocks(&self, name: &str) -> usize {
+        let listing = self.get_path(name, "comp=blocklist&blocklisttype=uncommitted").await;
+        listing.matches("<Block>").count()
+    }
+
     async fn get(&self, query: &str) -> String {
-        let url = format!("{}/{}?{query}", self.account_url(), self.container);
+        self.get_path("", query).await
+    }
+
+    async fn get_path(&self, name: &str, query: &str) -> String {
+        let name = if name.is_empty() {
+            String::new()
+        } else {
+            format!("/{name}")
+        };
+        let url = format!("{}/{}{name}?{query}", self.account_url(), self.container);
         let (status, body) = send(http::Method::GET, &url).await;
         assert!(status.is_success(), "{url}: {status} {body}");
         body

@@ -108,6 +108,22 @@ impl Fixture {
         }
     }
 
+    /// Whether every unfinished upload has all of its `parts` stored. Azure
+    /// stores a leaked upload's blocks in the background, and a block
+    /// landing after the abort would make the blob anew; S3 and GCS refuse
+    /// a part for an aborted upload, and the other stores write in order.
+    pub async fn parts_landed(&self, parts: usize) -> bool {
+        let Backend::Azure(container) = &self.backend else {
+            return true;
+        };
+        for name in container.uncommitted_blobs().await {
+            if container.uncommitted_blocks(&name).await < parts {
+                return false;
+            }
+        }
+        true
+    }
+
     pub async fn assert_no_unfinished_uploads(&self) {
         let left = self.unfinished_uploads().await;
         assert!(left.is_empty(), "unfinished uploads left behind: {left:?}");
