@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -16,6 +17,7 @@ use crate::conditional::Validators;
 use crate::content_type::{ServedType, classify};
 use crate::counter::Admission;
 use crate::disposition::{Disposition, content_disposition};
+use crate::lookup::SMALL_FILE;
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::response::security_headers;
 use crate::{LinksError, LinksState};
@@ -104,7 +106,13 @@ pub(crate) async fn download(
     span.record("token", &shown[..TOKEN_LOG_CHARS]);
 
     let now = Utc::now();
-    let (link, file, plan, counted) = admit(&state, token, &method, &headers, now).await?;
+    let Admitted {
+        link,
+        file,
+        body: kept,
+        plan,
+        counted,
+    } = admit(&state, token, &method, &headers, now).await?;
     span.record("file_id", tracing::field::display(file.id));
 
     let validators = Validators::new(file.sha256.to_hex(), file.created_at);
@@ -133,8 +141,9 @@ pub(crate) async fn download(
     representation_headers(&mut response_headers, &file, &served, disposition);
 
     if method == Method::HEAD {
-        // Same headers as a GET; the object must exist for the GET to.
-        if state.inner.storage.head(&file.object_key).await?.is_none() {
+        // Same headers as a GET; the object must exist for the GET to
+        // (bytes kept from a read less than a lookup lifetime ago say so).
+        if kept.is_none() && state.inner.storage.head(&file.object_key).await?.is_none() {
             state.inner.lookups.forget(token);
             return Err(LinksError::ObjectMissing);
         }
@@ -142,6 +151,9 @@ pub(crate) async fn download(
         return Ok((StatusCode::OK, response_headers, Body::empty()).into_response());
     }
 
+    if let Some(bytes) = kept {
+        return Ok(from_memory(&state, bytes, range, response_headers));
+    }
     let read = match state
         .inner
         .storage
@@ -190,6 +202,23 @@ pub(crate) async fn download(
     tracing::debug!(status = status.as_u16(), bytes = length, counted, "streaming file");
 
     let file_id = file.id;
+    if range.is_none() && read.total_size == file.size && file.size <= SMALL_FILE {
+        // Small enough to keep for the next request (see `lookup`); read
+        // whole here, so it is sent as one chunk either way.
+        let chunks: Vec<Bytes> = match read.stream.try_collect().await {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                if counted {
+                    state.inner.counter.uncount(file.id);
+                }
+                return Err(e.into());
+            }
+        };
+        let bytes = Bytes::from(chunks.concat());
+        state.inner.lookups.keep_body(token, &bytes);
+        state.inner.metrics.served(bytes.len());
+        return Ok((status, response_headers, Body::from(bytes)).into_response());
+    }
     // Counted as the bytes go out, so a download broken off counts what
     // was sent, not the file's size.
     let sent = state.clone();
@@ -203,6 +232,37 @@ pub(crate) async fn download(
     Ok((status, response_headers, body).into_response())
 }
 
+/// A small file's bytes kept with its lookup, answered without storage.
+fn from_memory(state: &LinksState, bytes: Bytes, range: Option<ByteRange>, mut headers: HeaderMap) -> Response {
+    let total = bytes.len() as u64;
+    let (status, body) = match range {
+        None => (StatusCode::OK, bytes),
+        Some(r) => {
+            // `Plan::decide` evaluated the range against this size.
+            let served = r.to_range();
+            if let Ok(v) = HeaderValue::from_str(&r.content_range(total)) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            let body = bytes.slice(served.start as usize..served.end as usize);
+            (StatusCode::PARTIAL_CONTENT, body)
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    state.inner.metrics.served(body.len());
+    (status, headers, Body::from(body)).into_response()
+}
+
+/// What [`admit`] lets through.
+struct Admitted {
+    link: LinkRecord,
+    file: FileRecord,
+    /// The file's bytes, kept from a recent read (see `lookup`).
+    body: Option<Bytes>,
+    plan: Plan,
+    /// Whether this request was counted as a download.
+    counted: bool,
+}
+
 /// Resolves the token and admits the request: the link must serve, and
 /// a download is counted when the plan makes this request one.
 async fn admit(
@@ -211,7 +271,7 @@ async fn admit(
     method: &Method,
     headers: &HeaderMap,
     now: DateTime<Utc>,
-) -> Result<(LinkRecord, FileRecord, Plan, bool), LinksError> {
+) -> Result<Admitted, LinksError> {
     let inner = &state.inner;
     let mut attempt = 0;
     loop {
@@ -233,22 +293,30 @@ async fn admit(
         // The first attempt may use a recent lookup (`lookup`: never one
         // of a limited link, whose count must be read fresh).
         let cached = if attempt == 1 { inner.lookups.get(token) } else { None };
-        let (link, file) = match cached {
-            Some(found) => found,
+        let (link, file, body) = match cached {
+            Some(found) => (found.link, found.file, found.body),
             None => {
                 let read_at = std::time::Instant::now();
                 let Some((link, file)) = inner.catalog.resolve_link(token).await? else {
                     return Err(LinksError::NotFound);
                 };
                 inner.lookups.put(read_at, &link, &file);
-                (link, file)
+                (link, file, None)
             }
         };
         let validators = Validators::new(file.sha256.to_hex(), file.created_at);
         let plan = Plan::decide(method, headers, &file, &validators);
         let count = plan.counts(method);
         match inner.counter.admit(epoch, &link, &file, now, count) {
-            Admission::Admitted { counted } => return Ok((link, file, plan, counted)),
+            Admission::Admitted { counted } => {
+                return Ok(Admitted {
+                    link,
+                    file,
+                    body,
+                    plan,
+                    counted,
+                });
+            }
             Admission::Gone(gone) => return Err(LinksError::Gone(gone)),
             Admission::Stale if attempt == ADMIT_ATTEMPTS => {
                 // Unreachable while the gate is held; refuse rather than

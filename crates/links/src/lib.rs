@@ -6,7 +6,9 @@
 //! - A link that no longer serves (expired, revoked, file deleted,
 //!   download limit reached) is answered 410 with a page that says why;
 //!   so is a live link whose object has vanished from storage.
-//! - The file is streamed from object storage, never buffered, with
+//! - The file is streamed from object storage, never buffered (a file of
+//!   at most 64 KiB keeps its bytes with its token's lookup for the
+//!   lookup's lifetime, see `lookup`), with
 //!   validators (`ETag` = SHA-256, `Last-Modified` = stored time),
 //!   single byte ranges (206/416, `If-Range`), conditional requests (304),
 //!   an RFC 6266/5987 `Content-Disposition`, and a `Content-Type` that

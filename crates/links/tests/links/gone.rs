@@ -1,6 +1,6 @@
 //! 404 and 410.
 
-use crate::common::{Env, url};
+use crate::common::{Env, content, url};
 use chrono::{Duration, Utc};
 use http::StatusCode;
 use teledrop_catalog::Catalog;
@@ -161,4 +161,50 @@ async fn a_lookup_is_reused_briefly_and_a_deletion_still_takes_effect() {
         env.catalog.resolves() > after_first,
         "the expired lookup was read again"
     );
+}
+
+#[tokio::test]
+async fn small_files_are_served_from_their_kept_lookup_and_large_ones_are_not() {
+    // A lifetime no loaded machine outlasts: the subject is what is kept.
+    let env = Env::with_config(teledrop_links::LinksConfig {
+        lookup_ttl: std::time::Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await;
+    let small_bytes = content(64 * 1024);
+    let large_bytes = content(64 * 1024 + 1);
+    let (small, large) = (env.add(&small_bytes).await, env.add(&large_bytes).await);
+    for c in [&small, &large] {
+        assert_eq!(env.get(&url(c), &[]).await.status, StatusCode::OK);
+        env.storage.delete(&c.file.object_key).await.unwrap();
+    }
+    // The small file's bytes came with its lookup: whole, in ranges, and
+    // HEAD, all without the (now missing) object.
+    let r = env.get(&url(&small), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body == small_bytes, "wrong bytes from memory");
+    assert_eq!(r.header("content-length"), "65536");
+    for (range, first, last) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=100-199", 100, 199),
+        ("bytes=-10", 65526, 65535),
+    ] {
+        let r = env.get(&url(&small), &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            r.header("content-range"),
+            format!("bytes {first}-{last}/65536"),
+            "{range}"
+        );
+        assert_eq!(r.header("content-length"), (last - first + 1).to_string(), "{range}");
+        assert!(r.body == small_bytes[first..=last], "{range}: wrong bytes");
+    }
+    let r = env.get(&url(&small), &[("range", "bytes=70000-")]).await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(env.head(&url(&small), &[]).await.status, StatusCode::OK);
+    // A file over 64 KiB is streamed every time, never kept.
+    assert_eq!(env.get(&url(&large), &[]).await.status, StatusCode::GONE);
+    // Every download was counted, from memory or not.
+    env.state.flush_downloads().await.unwrap();
+    assert_eq!(env.file(small.file.id).await.download_count, 3);
 }
