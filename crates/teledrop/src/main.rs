@@ -1,12 +1,12 @@
 use clap::Parser;
-use teledrop::config::{Cli, Command};
+use teledrop::config::{Cli, Command, HttpArgs, TlsArgs};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Before any TLS client exists: one provider for the whole process.
     teledrop_core::tls::install_crypto_provider();
     let cli = Cli::parse();
-    let ca = cli.tls.resolve();
+    let ca = cli.command.tls().map_or(Ok(None), TlsArgs::resolve);
     let telemetry = teledrop::telemetry::init(
         cli.log.log_format,
         role(&cli.command),
@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
         Ok(ca) => {
             let common = teledrop::config::Common {
                 ca,
-                http: cli.http.limits(),
+                http: cli.command.http().map(HttpArgs::limits).unwrap_or_default(),
             };
             run(cli.command, &common, shutdown).await
         }
@@ -71,7 +71,8 @@ fn role(command: &Command) -> &'static str {
     }
 }
 
-async fn migrate(args: teledrop::config::DatabaseArgs) -> anyhow::Result<()> {
+async fn migrate(args: teledrop::config::MigrateArgs) -> anyhow::Result<()> {
+    let args = args.database;
     let url = args.resolve(None)?;
     let catalog = teledrop_catalog::connect_with(&url, args.pool(teledrop::config::DbRole::Migrate)?).await?;
     catalog.migrate().await?;

@@ -2,7 +2,7 @@
 
 use crate::config::{
     AdminArgs, Common, ConfigError, ControllerArgs, DbRole, IngressArgs, LinksArgs, NatsArgs, WebhookAction,
-    WebhookArgs, WorkerArgs, parse_duration, parse_http_url,
+    WebhookArgs, WorkerArgs,
 };
 use crate::http::HttpLimits;
 use anyhow::Context;
@@ -71,7 +71,7 @@ pub async fn ingress(args: IngressArgs, common: &Common, shutdown: CancellationT
     let ca = common.ca.as_ref();
     let secret = args.secret.resolve()?;
     let mut config = teledrop_ingress::IngressConfig::new(secret);
-    config.publish_timeout = parse_duration("TELEDROP_PUBLISH_TIMEOUT", &args.publish_timeout)?;
+    config.publish_timeout = args.publish_timeout;
     let (listener, admin_listener) = bind_both(args.listen, &args.admin).await?;
     let bus: Arc<dyn teledrop_ingress::Sink> = Arc::new(connect_bus(&args.nats, ca).await?);
     let metrics = teledrop_ingress::Metrics::default();
@@ -200,8 +200,7 @@ pub async fn webhook(args: WebhookArgs, common: &Common) -> anyhow::Result<()> {
             secret,
             max_connections,
         } => {
-            let base = parse_http_url("TELEDROP_WEBHOOK_URL", &url)?;
-            let full = base
+            let full = url
                 .join(teledrop_ingress::WEBHOOK_PATH.trim_start_matches('/'))
                 .map_err(|e| ConfigError::invalid("TELEDROP_WEBHOOK_URL", e))?;
             let secret = secret.resolve()?;
