@@ -182,11 +182,16 @@ pub async fn serve_with_admin(
 }
 
 /// A stream that fails with `TimedOut` once neither reading nor writing
-/// has moved a byte for `timeout`. The timer is only looked at while an
-/// operation is pending, and reset by every byte that moves.
+/// has moved a byte for `timeout`. A moving byte only notes the time; the
+/// timer is looked at while an operation is pending and moved up to the
+/// last movement only when it fires, so a busy connection does not touch
+/// the runtime's timer wheel on every read and write.
 struct IdleTimeout<T> {
     io: T,
     timeout: Duration,
+    /// When a byte last moved either way.
+    last_moved: Instant,
+    /// Due at or before `last_moved + timeout`.
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -195,20 +200,29 @@ impl<T> IdleTimeout<T> {
         Self {
             io,
             timeout,
+            last_moved: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     fn moved(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.timeout);
+        self.last_moved = Instant::now();
     }
 
     /// Called when the inner operation is pending.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.last_moved + self.timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            // Bytes moved since the timer was set: it fired early.
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 
-    /// The outcome of a write, with the timer reset or checked.
+    /// The outcome of a write, with the movement noted or the timer checked.
     fn written(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match polled {
             Poll::Ready(r) => {
