@@ -1,4 +1,5 @@
-//! Fixtures (a fresh database per scenario, on either backend) and the data helpers every area uses.
+//! Fixtures (a fresh database per scenario, on either backend) and the data
+//! helpers every area uses.
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;

@@ -1,4 +1,5 @@
-//! Blobs and commits: storing a file, sharing and forgetting blobs, deleting files.
+//! Blobs and commits: storing a file, sharing and forgetting blobs,
+//! deleting files.
 
 use crate::common::*;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Jobs: accepting updates once, the state machine, replies and the unfinished list.
+//! Jobs: accepting updates once, the state machine, replies and the
+//! unfinished list.
 
 use crate::common::*;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Migrations and connections: migrating twice or concurrently, reopening, pools and URLs.
+//! Migrations and connections: migrating twice or concurrently, reopening,
+//! pools and URLs.
 
 use crate::common::*;
 use crate::jobs::accept_job_is_idempotent;

@@ -1,4 +1,5 @@
-//! Policies: storing, replacing, listing and deleting them, and their would-reject counts.
+//! Policies: storing, replacing, listing and deleting them, and their
+//! would-reject counts.
 
 use crate::common::*;
 use serde_json::json;

@@ -1,4 +1,5 @@
-//! Retention: live files by filter, pages, totals, referenced objects, refused filters.
+//! Retention: live files by filter, pages, totals, referenced objects,
+//! refused filters.
 
 use crate::common::*;
 use std::collections::HashSet;
