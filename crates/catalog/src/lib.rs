@@ -3,7 +3,13 @@
 //! One trait, [`Catalog`], with a Postgres implementation (production) and
 //! a SQLite implementation (`standalone`), each with its own migrations
 //! under `migrations/<backend>/`. Both pass the same conformance suite
-//! (`tests/conformance.rs`).
+//! (`tests/conformance/`).
+//!
+//! Each operation is written once, over the seam in `engine`: the SQL both
+//! engines run, the transactions and their checks (`catalog`, `jobs`,
+//! `files`). `postgres` and `sqlite` keep only what truly differs: pools,
+//! connecting and migrating, how values are stored, how a write
+//! transaction begins and locks, and quota locks.
 //!
 //! Tables (see the migrations for columns):
 //! - `jobs`: one row per accepted update (`update_id` unique), holding the
@@ -35,10 +41,15 @@
 //!   `u64` too large for the database's signed 64-bit integers;
 //! - a [`FileFilter`] the catalog cannot express (malformed MIME pattern,
 //!   size too large) is [`CatalogError::InvalidFilter`], refused before
-//!   any query; its SQL is built once, in `common`, for both backends.
+//!   any query; its SQL is built once, in `filter`, for both backends.
 
+mod catalog;
 mod common;
+mod engine;
 mod error;
+mod files;
+mod filter;
+mod jobs;
 mod postgres;
 mod sqlite;
 
