@@ -65,14 +65,16 @@ pub struct SweepReport {
     pub chosen: Vec<(FileId, Reason)>,
 }
 
-/// Runs policies against a catalog and a store.
+/// Applies policies to a catalog and a store: sweeps what their
+/// retention rules select, collects orphans, and checks their `Reject`
+/// quotas for an incoming file.
 #[derive(Clone)]
-pub struct Sweeper {
+pub struct PolicyEnforcer {
     catalog: Arc<dyn Catalog>,
     storage: Storage,
 }
 
-impl Sweeper {
+impl PolicyEnforcer {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage) -> Self {
         Self { catalog, storage }
     }
@@ -385,7 +387,7 @@ impl Sweeper {
 }
 
 /// The [`Catalog::quota_lock`] a file's commit must hold for the
-/// [`Sweeper::check_quota`] made under it to stay true until the file is
+/// [`PolicyEnforcer::check_quota`] made under it to stay true until the file is
 /// counted: the owner's, with the total when a `Reject` quota over every
 /// user counts the file; `None` when no `Reject` quota counts it.
 /// A dry-run policy refuses nothing, so it needs no lock.
