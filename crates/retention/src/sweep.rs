@@ -1,11 +1,14 @@
-//! The sweep: which files a policy deletes now, and deleting them.
+//! Applying policies ([`PolicyEnforcer`]): the sweep (which files a
+//! policy deletes now, and deleting them), orphan collection, and the
+//! `Reject` quota check of an incoming file ([`PolicyEnforcer::check_quota`],
+//! called by the worker before and at commit).
 //!
 //! Order of deletion, chosen so a crash at any point is recoverable: the
 //! catalog first (one transaction marks the file deleted, revokes its
 //! links so they answer 410, subtracts it from usage and, when it was the
 //! blob's last file, removes the blob row), the object second. A crash in
 //! between leaves an object no row names — an orphan, removed by
-//! [`collect_orphans`] once older than its grace period. No row ever
+//! [`PolicyEnforcer::collect_orphans`] once older than its grace period. No row ever
 //! points to a missing object, and usage is exact at every step. A rerun
 //! sweep finds what is still selected and finishes the job.
 
