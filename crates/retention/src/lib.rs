@@ -14,9 +14,11 @@ pub use policy::{
     UsageStatus,
 };
 pub use schedule::{collect_orphans_every, install_file_policies, run_schedule};
+/// The former name of [`PolicyEnforcer`], kept until its callers move.
+pub use sweep::PolicyEnforcer as Sweeper;
 pub use sweep::{
-    Incoming, Limit, OrphanReport, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError, SweepReport, Sweeper,
-    quota_lock_scope,
+    Incoming, Limit, OrphanReport, PolicyEnforcer, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError,
+    SweepReport, quota_lock_scope,
 };
 pub use values::{InvalidValue, MimePattern, PolicyDuration, Quantity};
 

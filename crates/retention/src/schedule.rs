@@ -8,7 +8,7 @@ use std::time::Duration;
 use teledrop_catalog::Catalog;
 
 use crate::policy::Policy;
-use crate::sweep::{OrphanReport, SweepError, Sweeper};
+use crate::sweep::{OrphanReport, PolicyEnforcer, SweepError};
 
 /// Replaces the catalog's `file:` policies with `policies`, so workers'
 /// quota checks see exactly the file's rules.
@@ -33,7 +33,7 @@ pub async fn install_file_policies(
 /// `orphan_grace`), until `stop` completes. Failures are logged and
 /// retried at the next run.
 pub async fn run_schedule(
-    sweeper: Sweeper,
+    enforcer: PolicyEnforcer,
     policies: Vec<Policy>,
     orphan_grace: Duration,
     orphan_every: Duration,
@@ -42,7 +42,7 @@ pub async fn run_schedule(
     let mut tasks = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for policy in policies {
-        let (sweeper, mut stop_rx) = (sweeper.clone(), stop_rx.clone());
+        let (enforcer, mut stop_rx) = (enforcer.clone(), stop_rx.clone());
         tasks.spawn(async move {
             let mut ticker = tokio::time::interval(policy.spec.interval.as_duration());
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +51,7 @@ pub async fn run_schedule(
                     _ = stop_rx.wait_for(|s| *s) => return,
                     _ = ticker.tick() => {}
                 }
-                if let Err(e) = sweeper.sweep(&policy, Utc::now(), false).await {
+                if let Err(e) = enforcer.sweep(&policy, Utc::now(), false).await {
                     tracing::warn!(policy = %policy.key, error = %e, label = e.label(), "sweep failed; retrying at the next interval");
                 }
             }
@@ -60,7 +60,7 @@ pub async fn run_schedule(
     {
         let mut stop_rx = stop_rx.clone();
         tasks.spawn(collect_orphans_every(
-            sweeper,
+            enforcer,
             orphan_grace,
             orphan_every,
             async move {
@@ -78,7 +78,7 @@ pub async fn run_schedule(
 /// `every`, until `stop` completes; each run's result is logged and handed
 /// to `observe` (for metrics). A failed run is retried at the next tick.
 pub async fn collect_orphans_every(
-    sweeper: Sweeper,
+    enforcer: PolicyEnforcer,
     grace: Duration,
     every: Duration,
     stop: impl Future<Output = ()>,
@@ -92,7 +92,7 @@ pub async fn collect_orphans_every(
             () = &mut stop => return,
             _ = ticker.tick() => {}
         }
-        let result = sweeper.collect_orphans(grace, Utc::now(), false).await;
+        let result = enforcer.collect_orphans(grace, Utc::now(), false).await;
         match &result {
             Ok(r) => tracing::info!(
                 examined = r.examined,

@@ -1,11 +1,14 @@
-//! The sweep: which files a policy deletes now, and deleting them.
+//! Applying policies ([`PolicyEnforcer`]): the sweep (which files a
+//! policy deletes now, and deleting them), orphan collection, and the
+//! `Reject` quota check of an incoming file ([`PolicyEnforcer::check_quota`],
+//! called by the worker before and at commit).
 //!
 //! Order of deletion, chosen so a crash at any point is recoverable: the
 //! catalog first (one transaction marks the file deleted, revokes its
 //! links so they answer 410, subtracts it from usage and, when it was the
 //! blob's last file, removes the blob row), the object second. A crash in
 //! between leaves an object no row names — an orphan, removed by
-//! [`collect_orphans`] once older than its grace period. No row ever
+//! [`PolicyEnforcer::collect_orphans`] once older than its grace period. No row ever
 //! points to a missing object, and usage is exact at every step. A rerun
 //! sweep finds what is still selected and finishes the job.
 
@@ -65,14 +68,16 @@ pub struct SweepReport {
     pub chosen: Vec<(FileId, Reason)>,
 }
 
-/// Runs policies against a catalog and a store.
+/// Applies policies to a catalog and a store: sweeps what their
+/// retention rules select, collects orphans, and checks their `Reject`
+/// quotas for an incoming file.
 #[derive(Clone)]
-pub struct Sweeper {
+pub struct PolicyEnforcer {
     catalog: Arc<dyn Catalog>,
     storage: Storage,
 }
 
-impl Sweeper {
+impl PolicyEnforcer {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage) -> Self {
         Self { catalog, storage }
     }
@@ -385,7 +390,7 @@ impl Sweeper {
 }
 
 /// The [`Catalog::quota_lock`] a file's commit must hold for the
-/// [`Sweeper::check_quota`] made under it to stay true until the file is
+/// [`PolicyEnforcer::check_quota`] made under it to stay true until the file is
 /// counted: the owner's, with the total when a `Reject` quota over every
 /// user counts the file; `None` when no `Reject` quota counts it.
 /// A dry-run policy refuses nothing, so it needs no lock.

@@ -16,7 +16,7 @@ use teledrop_core::{
 };
 use teledrop_links::{LinksConfig, LinksState, router};
 use teledrop_retention::{
-    Incoming, Limit, Policy, QuotaScope, QuotaVerdict, Reason, RetentionPolicySpec, Sweeper, quota_lock_scope,
+    Incoming, Limit, Policy, PolicyEnforcer, QuotaScope, QuotaVerdict, Reason, RetentionPolicySpec, quota_lock_scope,
 };
 use teledrop_storage::Storage;
 use tower::ServiceExt;
@@ -25,7 +25,7 @@ struct Env {
     catalog: Arc<dyn Catalog>,
     pool: sqlx::PgPool,
     storage: Storage,
-    sweeper: Sweeper,
+    enforcer: PolicyEnforcer,
     next_update: std::sync::atomic::AtomicI64,
     _dir: Option<tempfile::TempDir>,
     _bucket: Option<teledrop_testkit::s3::S3Bucket>,
@@ -64,7 +64,7 @@ impl Env {
             }
         };
         Env {
-            sweeper: Sweeper::new(catalog.clone(), storage.clone()),
+            enforcer: PolicyEnforcer::new(catalog.clone(), storage.clone()),
             catalog,
             pool,
             storage,
@@ -200,7 +200,7 @@ async fn max_age_deletes_old_files_and_their_links_answer_410(env: Env) {
     assert_eq!(env.link_status(old_link).await, StatusCode::OK);
 
     let p = policy(serde_json::json!({"maxAge": "3d"}));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(report.matched, Totals { files: 3, bytes: 220 });
     assert_eq!(report.deleted, Totals { files: 2, bytes: 150 });
     assert_eq!(report.usage, Totals { files: 1, bytes: 70 });
@@ -220,7 +220,7 @@ async fn max_age_deletes_old_files_and_their_links_answer_410(env: Env) {
     assert_eq!(env.catalog.usage(UserId(2)).await.unwrap().files, 0);
 
     // Nothing left to do.
-    let again = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let again = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(again.deleted, Totals::default());
 }
 
@@ -237,11 +237,11 @@ async fn max_idle_spares_downloaded_files(env: Env) {
         .await
         .unwrap();
     let p = policy(serde_json::json!({"maxIdle": "3d"}));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(report.chosen, vec![(idle.id, Reason::MaxIdle)]);
     assert!(!env.live(&idle).await && env.live(&used).await && env.live(&new).await);
     // Later, the downloaded one is idle too.
-    let report = env.sweeper.sweep(&p, Utc::now() + days(3), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now() + days(3), false).await.unwrap();
     assert_eq!(report.deleted.files, 2);
 }
 
@@ -255,7 +255,7 @@ async fn per_user_quota_evicts_each_users_oldest(env: Env) {
         "perUser": {"maxBytes": "250"},
         "onQuotaExceeded": "EvictOldest",
     }));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     let mut chosen = report.chosen.clone();
     chosen.sort();
     let mut want = vec![
@@ -272,11 +272,14 @@ async fn per_user_quota_evicts_each_users_oldest(env: Env) {
 
     // maxFiles works the same way.
     let p = policy(serde_json::json!({"perUser": {"maxFiles": 1}, "onQuotaExceeded": "EvictOldest"}));
-    env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert!(!env.live(&a[2]).await && env.live(&a[3]).await);
     // With Reject the sweep evicts nothing.
     let p = policy(serde_json::json!({"perUser": {"maxFiles": 0}}));
-    assert_eq!(env.sweeper.sweep(&p, Utc::now(), false).await.unwrap().deleted.files, 0);
+    assert_eq!(
+        env.enforcer.sweep(&p, Utc::now(), false).await.unwrap().deleted.files,
+        0
+    );
 }
 
 async fn total_quota_evicts_the_oldest_of_all(env: Env) {
@@ -285,7 +288,7 @@ async fn total_quota_evicts_the_oldest_of_all(env: Env) {
         files.push(env.file(user, "image/png", 10, days(age)).await.0);
     }
     let p = policy(serde_json::json!({"total": {"maxFiles": 3}, "onQuotaExceeded": "EvictOldest"}));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(
         report.chosen,
         vec![(files[0].id, Reason::TotalQuota), (files[1].id, Reason::TotalQuota)]
@@ -302,7 +305,7 @@ async fn selector_limits_what_is_swept(env: Env) {
         "selector": {"users": [1], "mimeTypes": ["VIDEO/*"], "maxSize": "1Ki"},
         "maxAge": "1d",
     }));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(report.matched, Totals { files: 1, bytes: 10 });
     assert_eq!(report.chosen, vec![(video.id, Reason::MaxAge)]);
     for f in [&pdf, &other_user, &big] {
@@ -314,7 +317,7 @@ async fn dry_run_changes_nothing(env: Env) {
     let (a, link) = env.file(1, "video/mp4", 10, days(9)).await;
     let (b, _) = env.file(1, "video/mp4", 20, days(8)).await;
     let p = policy(serde_json::json!({"maxAge": "1d", "dryRun": true}));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert!(report.dry_run);
     assert_eq!(report.deleted, Totals { files: 2, bytes: 30 });
     assert_eq!(report.usage, Totals { files: 2, bytes: 30 });
@@ -324,12 +327,12 @@ async fn dry_run_changes_nothing(env: Env) {
     assert_eq!(env.link_status(link).await, StatusCode::OK);
     // Forced dry run of a live policy, too.
     let p = policy(serde_json::json!({"maxAge": "1d"}));
-    assert!(env.sweeper.sweep(&p, Utc::now(), true).await.unwrap().dry_run);
+    assert!(env.enforcer.sweep(&p, Utc::now(), true).await.unwrap().dry_run);
     assert!(env.live(&a).await);
     // Orphan collection in a dry run removes nothing either.
     env.catalog.delete_file(a.id).await.unwrap();
     let r = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::ZERO, Utc::now() + days(1), true)
         .await
         .unwrap();
@@ -353,19 +356,19 @@ async fn a_sweep_killed_midway_is_finished_by_the_next(env: Env) {
     assert!(env.storage.head(&a_key).await.unwrap().is_some());
 
     let p = policy(serde_json::json!({"maxAge": "1d"}));
-    let report = env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert_eq!(report.chosen, vec![(c.id, Reason::MaxAge)]);
     assert!(!env.object_exists(&c).await);
     // The object of `a` is an orphan: collected once past the grace period.
     let young = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::from_secs(3600), Utc::now(), false)
         .await
         .unwrap();
     assert_eq!(young.deleted.files, 0);
     assert!(env.storage.head(&a_key).await.unwrap().is_some());
     let later = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::from_secs(3600), Utc::now() + days(1), false)
         .await
         .unwrap();
@@ -386,7 +389,7 @@ async fn orphans_older_than_the_grace_period_are_removed(env: Env) {
         .await
         .unwrap();
     let r = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::ZERO, Utc::now() + days(1), false)
         .await
         .unwrap();
@@ -436,7 +439,7 @@ async fn abandoned_uploads_are_aborted_after_the_grace_period(env: Env) {
     // the upload is old at once.
     if env._dir.is_some() {
         let young = env
-            .sweeper
+            .enforcer
             .collect_orphans(Duration::from_secs(3600), Utc::now(), false)
             .await
             .unwrap();
@@ -444,7 +447,7 @@ async fn abandoned_uploads_are_aborted_after_the_grace_period(env: Env) {
         assert_eq!(unfinished_keys(&env).await.len(), 1);
     }
     let dry = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::ZERO, Utc::now() + days(1), true)
         .await
         .unwrap();
@@ -452,7 +455,7 @@ async fn abandoned_uploads_are_aborted_after_the_grace_period(env: Env) {
     assert_eq!(unfinished_keys(&env).await.len(), 1, "a dry run aborts nothing");
 
     let r = env
-        .sweeper
+        .enforcer
         .collect_orphans(Duration::from_secs(3600), Utc::now() + days(1), false)
         .await
         .unwrap();
@@ -502,11 +505,11 @@ async fn shared_blobs_go_with_their_last_file(env: Env) {
         .unwrap()
         .file;
     let p = policy(serde_json::json!({"selector": {"users": [1]}, "maxAge": "1d"}));
-    env.sweeper.sweep(&p, Utc::now(), false).await.unwrap();
+    env.enforcer.sweep(&p, Utc::now(), false).await.unwrap();
     assert!(!env.live(&first).await);
     assert!(env.object_exists(&second).await, "still used by user 2's file");
     let p = policy(serde_json::json!({"maxAge": "1h"}));
-    env.sweeper.sweep(&p, Utc::now() + days(1), false).await.unwrap();
+    env.enforcer.sweep(&p, Utc::now() + days(1), false).await.unwrap();
     assert!(!env.object_exists(&second).await);
 }
 
@@ -530,7 +533,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     };
     // 900 used + 200 > 1000.
     let QuotaVerdict::Exceeded(e) = env
-        .sweeper
+        .enforcer
         .check_quota(&policies, &incoming(1, "video/mp4", Some(200)))
         .await
         .unwrap()
@@ -547,7 +550,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     );
     // Fits: room is the tightest quota left.
     assert_eq!(
-        env.sweeper
+        env.enforcer
             .check_quota(&policies, &incoming(1, "video/mp4", Some(100)))
             .await
             .unwrap(),
@@ -558,7 +561,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     );
     // Unknown size: allowed, download limited to what is left.
     assert_eq!(
-        env.sweeper
+        env.enforcer
             .check_quota(&policies, &incoming(1, "video/mp4", None))
             .await
             .unwrap(),
@@ -569,7 +572,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     );
     // Other types are outside the per-user quota, inside the total one.
     assert_eq!(
-        env.sweeper
+        env.enforcer
             .check_quota(&policies, &incoming(1, "audio/ogg", Some(4000)))
             .await
             .unwrap(),
@@ -579,7 +582,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
         }
     );
     let QuotaVerdict::Exceeded(e) = env
-        .sweeper
+        .enforcer
         .check_quota(&policies, &incoming(1, "audio/ogg", Some(4001)))
         .await
         .unwrap()
@@ -590,7 +593,7 @@ async fn reject_quotas_are_checked_before_download(env: Env) {
     // File count.
     env.file(1, "video/mp4", 1, days(1)).await;
     let QuotaVerdict::Exceeded(e) = env
-        .sweeper
+        .enforcer
         .check_quota(&policies, &incoming(1, "video/mp4", Some(1)))
         .await
         .unwrap()
@@ -618,7 +621,7 @@ async fn dry_run_quotas_count_what_they_would_reject(env: Env) {
         mime: "video/mp4",
         size: Some(500),
     };
-    let QuotaVerdict::Allowed { room, would_reject } = env.sweeper.check_quota(&policies, &incoming).await.unwrap()
+    let QuotaVerdict::Allowed { room, would_reject } = env.enforcer.check_quota(&policies, &incoming).await.unwrap()
     else {
         panic!("a dry run refuses nothing")
     };
@@ -636,7 +639,7 @@ async fn dry_run_quotas_count_what_they_would_reject(env: Env) {
         ..incoming
     };
     assert_eq!(
-        env.sweeper.check_quota(&policies, &other).await.unwrap(),
+        env.enforcer.check_quota(&policies, &other).await.unwrap(),
         QuotaVerdict::Allowed {
             room: None,
             would_reject: vec![]
@@ -647,7 +650,7 @@ async fn dry_run_quotas_count_what_they_would_reject(env: Env) {
     for _ in 0..2 {
         assert!(env.catalog.count_would_reject(&dry.key).await.unwrap());
     }
-    let report = env.sweeper.sweep(&dry, Utc::now(), false).await.unwrap();
+    let report = env.enforcer.sweep(&dry, Utc::now(), false).await.unwrap();
     assert_eq!(report.would_reject, 2);
     assert!(report.dry_run);
 }

@@ -6,7 +6,7 @@
 //! A delivery is handled in two stages:
 //!
 //! 1. **Accept** (no worker slot): the update is recorded as a `pending`
-//!    job ([`Pipeline::accept`]), or answered.
+//!    job ([`crate::Pipeline::accept`]), or answered.
 //! 2. **Claim, then run**: with a worker slot, [`Catalog::claim`] moves
 //!    the job `pending → running` only if its owner has fewer jobs
 //!    `running` than the limit, counted in the catalog under a per-user
@@ -33,18 +33,14 @@
 //! room like any other. `standalone` moves every `running` job back to
 //! `pending` at start.
 
-use crate::{Intake, Outcome, Pipeline};
+use crate::outcome::Outcome;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use teledrop_bus::Envelope;
 use teledrop_catalog::{Catalog, CatalogError, Claim, Transition};
 use teledrop_core::{JobId, JobRecord, JobState, UserId};
-use teledrop_telegram::{Inbound, Update, parse_update};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 /// How often the head of a line asks the catalog again when nothing
 /// finished here: jobs finishing in other processes are seen this late.
@@ -56,7 +52,7 @@ pub const RECHECK: Duration = Duration::from_millis(500);
 /// 1000 by default) should exceed workers × (concurrency + `PARKED`).
 pub const PARKED: usize = 256;
 
-/// What [`Pipeline::begin`] made of a job.
+/// What [`crate::Pipeline::begin`] made of a job.
 #[derive(Debug)]
 pub(crate) enum Begin {
     /// Running now, holding one of its owner's slots.
@@ -77,20 +73,20 @@ pub(crate) struct Lines {
 }
 
 #[derive(Default)]
-struct Line {
+pub(crate) struct Line {
     /// Held by the delivery whose turn it is to claim (tokio's mutex
     /// queues waiters in order).
-    turn: tokio::sync::Mutex<()>,
+    pub(crate) turn: tokio::sync::Mutex<()>,
     /// A job of this user finished here.
-    freed: Notify,
+    pub(crate) freed: Notify,
 }
 
 /// A delivery's place in its owner's line; the line goes when its last
 /// place does.
-struct Place<'a> {
+pub(crate) struct Place<'a> {
     lines: &'a Lines,
     user: UserId,
-    line: Arc<Line>,
+    pub(crate) line: Arc<Line>,
 }
 
 impl Drop for Place<'_> {
@@ -104,7 +100,7 @@ impl Drop for Place<'_> {
 }
 
 impl Lines {
-    fn join(&self, user: UserId) -> Place<'_> {
+    pub(crate) fn join(&self, user: UserId) -> Place<'_> {
         let line = self
             .lines
             .lock()
@@ -147,127 +143,10 @@ impl Lines {
 
 /// A worker slot, taken in turn with the pull loop: when none is free the
 /// loop is asked to give back the one it holds while idle.
-async fn slot(slots: &Arc<Semaphore>, lines: &Lines) -> OwnedSemaphorePermit {
+pub(crate) async fn slot(slots: &Arc<Semaphore>, lines: &Lines) -> OwnedSemaphorePermit {
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return permit;
     }
     lines.wanted.notify_one();
     slots.clone().acquire_owned().await.expect("semaphore never closed")
-}
-
-impl Pipeline {
-    /// Handles one delivery in the two stages above, running it in one of
-    /// `slots`. A bus delivers an update again only when its holder
-    /// settled it with a retry or stopped confirming it (its process
-    /// died), so a redelivery (`attempt > 1`) may take over a job left
-    /// `running`.
-    pub(crate) async fn handle_fairly(
-        &self,
-        slots: &Arc<Semaphore>,
-        envelope: &Envelope,
-        attempt: u32,
-        stop: &CancellationToken,
-    ) -> Outcome {
-        let update: Update = match serde_json::from_slice(&envelope.body) {
-            Ok(u) => u,
-            Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "dropping an update that does not parse");
-                return Outcome::Drop;
-            }
-        };
-        match self.accept(&update).await {
-            Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => match parse_update(&update) {
-                Inbound::File(f) => self.run_fairly(slots, job, f.user_id, attempt > 1, stop).await,
-                // `accept` makes jobs of files only.
-                _ => Outcome::Drop,
-            },
-            Ok(Intake::Handled) => Outcome::Done,
-            Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "could not record the update; retrying later");
-                self.retry_later(&e, 1)
-            }
-        }
-    }
-
-    /// Moves a job left `running` back to `pending`; whether it is not
-    /// `running` now (`false`: the catalog could not say).
-    async fn release_dead_holder(&self, job: JobId) -> bool {
-        let catalog = self.catalog();
-        match catalog.job(job).await {
-            Ok(Some(j)) if j.state == JobState::Running => {
-                let back = Transition::new(JobState::Running, JobState::Pending, "taken over from a dead runner");
-                match catalog.transition(job, back).await {
-                    Ok(_) | Err(CatalogError::StateConflict { .. }) => true,
-                    Err(e) => {
-                        warn!(job = %job, error = %e, "could not take over a job; trying again in line");
-                        false
-                    }
-                }
-            }
-            Ok(_) => true,
-            Err(_) => false,
-        }
-    }
-
-    /// Stage 2 of a delivery of `owner`'s job: waits in the owner's line
-    /// until the job starts or settles (holding no worker slot while it
-    /// waits), then runs it in one of `slots`. `take_over`: the delivery
-    /// is a redelivery, whose job may be left `running` by a dead worker.
-    /// Once `stop` is cancelled a waiting job asks to be retried soon
-    /// (another worker may have room) instead of holding up the drain.
-    pub(crate) async fn run_fairly(
-        &self,
-        slots: &Arc<Semaphore>,
-        job: JobId,
-        owner: UserId,
-        take_over: bool,
-        stop: &CancellationToken,
-    ) -> Outcome {
-        if self.user_concurrency().is_none() {
-            let _slot = slot(slots, self.lines()).await;
-            return self.run(job, take_over).await;
-        }
-        // Before queueing: a job its dead holder left `running` takes one
-        // of its owner's slots, and the deliveries waiting in line before
-        // it would wait for that slot forever.
-        let mut take_over = take_over && !self.release_dead_holder(job).await;
-        let place = self.lines().join(owner);
-        // Counted while it waits: behind others of its owner, or for room.
-        let mut waiting = None;
-        let mut turn = Some(match place.line.turn.try_lock() {
-            Ok(turn) => turn,
-            Err(_) => {
-                waiting = Some(self.metrics().waiting());
-                place.line.turn.lock().await
-            }
-        });
-        loop {
-            let slot = slot(slots, self.lines()).await;
-            match self.begin(job, take_over).await {
-                Begin::Started(record) => {
-                    // The next delivery of this user may claim now: the
-                    // owner may have room for more than this one.
-                    drop(turn.take());
-                    drop(waiting.take());
-                    let outcome = self.finish(*record).await;
-                    drop(slot);
-                    place.line.freed.notify_one();
-                    return outcome;
-                }
-                Begin::Settled(outcome) => return outcome,
-                Begin::OwnerBusy => {
-                    drop(slot);
-                    waiting.get_or_insert_with(|| self.metrics().waiting());
-                    // Taken over or not, the job is pending now.
-                    take_over = false;
-                    debug!(job = %job, user = owner.0, "owner busy; waiting for room");
-                    tokio::select! {
-                        _ = stop.cancelled() => return Outcome::Retry(Duration::from_secs(1)),
-                        _ = place.line.freed.notified() => {}
-                        _ = tokio::time::sleep(RECHECK) => {}
-                    }
-                }
-            }
-        }
-    }
 }

@@ -19,22 +19,42 @@
 //!
 //! Failures are classified by [`ErrorKind`]: retryable ones put the job
 //! back to `pending` and ask the bus for a delayed redelivery; final ones
-//! fail the job and tell the user.
+//! fail the job and tell the user. Every step answers with a typed result;
+//! the user's text is composed once, from how the job ended.
+//!
+//! The code follows that order, one concern per module: `outcome`
+//! (what callers are answered), `intake` (updates and commands), `job`
+//! (running a job and retrying), `ingest` (storing and committing the
+//! file), `quota` (the quota gate: policy cache and quotas), `rate_limit`,
+//! `failure` (how a step fails), `answer` (delivering the final reply),
+//! `replies` (every text the bot sends) and `status` (progress edits).
 
+mod answer;
+mod failure;
 pub mod fair;
-mod messages;
+mod ingest;
+mod intake;
+mod job;
 mod metrics;
 pub mod notices;
+mod outcome;
 mod pipeline;
 mod poll;
+mod quota;
+mod rate_limit;
+mod replies;
 mod serve;
 mod status;
 
+pub use failure::CATALOG_BUSY_RETRY;
+pub use intake::IntakeError;
+pub use job::STALE_RUNNING;
 pub use metrics::WorkerMetrics;
-pub use pipeline::{
-    CATALOG_BUSY_RETRY, Intake, Outcome, POLICY_TTL, Pipeline, PipelineConfig, RateLimit, STALE_RUNNING,
-};
+pub use outcome::{Intake, Outcome};
+pub use pipeline::{Pipeline, PipelineConfig};
 pub use poll::run_poller;
+pub use quota::POLICY_TTL;
+pub use rate_limit::RateLimit;
 pub use serve::{Recovery, recover_unfinished, serve};
 
 pub use teledrop_core::ErrorKind;

@@ -1,17 +1,19 @@
-//! Running the pipeline: a bounded pool of deliveries in flight, and the
-//! recovery of jobs a dead process left unfinished.
+//! Running the pipeline: a bounded pool of deliveries in flight, each run
+//! in its owner's line ([`crate::fair`]), and the recovery of jobs a dead
+//! process left unfinished.
 
-use crate::fair::PARKED;
-use crate::{Outcome, Pipeline};
+use crate::fair::{Begin, PARKED, RECHECK, slot};
+use crate::{Intake, Outcome, Pipeline};
 use std::sync::Arc;
 use std::time::Duration;
-use teledrop_bus::Bus;
+use teledrop_bus::{Bus, Envelope};
 use teledrop_catalog::{CatalogError, Transition};
 use teledrop_core::{JobId, JobRecord, JobState, UserId};
+use teledrop_telegram::{Inbound, Update, parse_update};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 /// How often a delivery in progress is confirmed to a bus that does not
 /// say ([`Bus::keepalive_interval`]).
@@ -224,5 +226,122 @@ pub async fn recover_unfinished(pipeline: Arc<Pipeline>, concurrency: usize, shu
     match Recovery::prepare(&pipeline).await {
         Ok(r) => r.run(pipeline, concurrency, shutdown).await,
         Err(e) => error!(error = %e, "cannot read unfinished jobs"),
+    }
+}
+
+impl Pipeline {
+    /// Handles one delivery in the two stages above, running it in one of
+    /// `slots`. A bus delivers an update again only when its holder
+    /// settled it with a retry or stopped confirming it (its process
+    /// died), so a redelivery (`attempt > 1`) may take over a job left
+    /// `running`.
+    pub(crate) async fn handle_fairly(
+        &self,
+        slots: &Arc<Semaphore>,
+        envelope: &Envelope,
+        attempt: u32,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let update: Update = match serde_json::from_slice(&envelope.body) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(update_id = envelope.update_id, error = %e, "dropping an update that does not parse");
+                return Outcome::Drop;
+            }
+        };
+        match self.accept(&update).await {
+            Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => match parse_update(&update) {
+                Inbound::File(f) => self.run_fairly(slots, job, f.user_id, attempt > 1, stop).await,
+                // `accept` makes jobs of files only.
+                _ => Outcome::Drop,
+            },
+            Ok(Intake::Handled) => Outcome::Done,
+            Err(e) => {
+                warn!(update_id = envelope.update_id, error = %e, "could not record the update; retrying later");
+                Outcome::retry(e.retry_after(), 1)
+            }
+        }
+    }
+
+    /// Moves a job left `running` back to `pending`; whether it is not
+    /// `running` now (`false`: the catalog could not say).
+    async fn release_dead_holder(&self, job: JobId) -> bool {
+        let catalog = self.catalog();
+        match catalog.job(job).await {
+            Ok(Some(j)) if j.state == JobState::Running => {
+                let back = Transition::new(JobState::Running, JobState::Pending, "taken over from a dead runner");
+                match catalog.transition(job, back).await {
+                    Ok(_) | Err(CatalogError::StateConflict { .. }) => true,
+                    Err(e) => {
+                        warn!(job = %job, error = %e, "could not take over a job; trying again in line");
+                        false
+                    }
+                }
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Stage 2 of a delivery of `owner`'s job: waits in the owner's line
+    /// until the job starts or settles (holding no worker slot while it
+    /// waits), then runs it in one of `slots`. `take_over`: the delivery
+    /// is a redelivery, whose job may be left `running` by a dead worker.
+    /// Once `stop` is cancelled a waiting job asks to be retried soon
+    /// (another worker may have room) instead of holding up the drain.
+    pub(crate) async fn run_fairly(
+        &self,
+        slots: &Arc<Semaphore>,
+        job: JobId,
+        owner: UserId,
+        take_over: bool,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        if self.user_concurrency().is_none() {
+            let _slot = slot(slots, self.lines()).await;
+            return self.run(job, take_over).await;
+        }
+        // Before queueing: a job its dead holder left `running` takes one
+        // of its owner's slots, and the deliveries waiting in line before
+        // it would wait for that slot forever.
+        let mut take_over = take_over && !self.release_dead_holder(job).await;
+        let place = self.lines().join(owner);
+        // Counted while it waits: behind others of its owner, or for room.
+        let mut waiting = None;
+        let mut turn = Some(match place.line.turn.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => {
+                waiting = Some(self.metrics().waiting());
+                place.line.turn.lock().await
+            }
+        });
+        loop {
+            let slot = slot(slots, self.lines()).await;
+            match self.begin(job, take_over).await {
+                Begin::Started(record) => {
+                    // The next delivery of this user may claim now: the
+                    // owner may have room for more than this one.
+                    drop(turn.take());
+                    drop(waiting.take());
+                    let outcome = self.finish(*record).await;
+                    drop(slot);
+                    place.line.freed.notify_one();
+                    return outcome;
+                }
+                Begin::Settled(outcome) => return outcome,
+                Begin::OwnerBusy => {
+                    drop(slot);
+                    waiting.get_or_insert_with(|| self.metrics().waiting());
+                    // Taken over or not, the job is pending now.
+                    take_over = false;
+                    debug!(job = %job, user = owner.0, "owner busy; waiting for room");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Outcome::Retry(Duration::from_secs(1)),
+                        _ = place.line.freed.notified() => {}
+                        _ = tokio::time::sleep(RECHECK) => {}
+                    }
+                }
+            }
+        }
     }
 }

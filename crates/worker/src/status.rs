@@ -7,8 +7,11 @@
 //! teloxide's throttle does not pace edits and Telegram answers 429 to
 //! bursts; a 429's `retry_after` is honoured before the next edit.
 
-use std::time::Duration;
-use teledrop_core::{ChatId, MessageId};
+use crate::replies;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use teledrop_core::{ChatId, IncomingFile, MessageId};
 use teledrop_telegram::Telegram;
 use tokio_util::sync::CancellationToken;
 
@@ -23,13 +26,7 @@ impl StatusEditor {
     /// message when there is one (`None`: nothing new to say). Without a
     /// status message (the user blocked the bot, or deleted it) nothing is
     /// edited.
-    pub(crate) fn spawn<F>(
-        telegram: &Telegram,
-        chat: ChatId,
-        message: Option<MessageId>,
-        every: Duration,
-        mut text: F,
-    ) -> Self
+    fn spawn<F>(telegram: &Telegram, chat: ChatId, message: Option<MessageId>, every: Duration, mut text: F) -> Self
     where
         F: FnMut() -> Option<String> + Send + 'static,
     {
@@ -60,6 +57,34 @@ impl StatusEditor {
             cancel,
             task: Some(task),
         }
+    }
+
+    /// While `getFile` is asked: how long it has been asking.
+    pub(crate) fn asking(telegram: &Telegram, f: &IncomingFile, message: Option<MessageId>, every: Duration) -> Self {
+        let (file, since) = (f.clone(), Instant::now());
+        let text = move || Some(replies::asking(&file, since.elapsed()));
+        Self::spawn(telegram, f.chat_id, message, every, text)
+    }
+
+    /// While the bytes flow: how many of the `expected` have arrived, as
+    /// `received` counts them; no edit while that does not move.
+    pub(crate) fn receiving(
+        telegram: &Telegram,
+        f: &IncomingFile,
+        message: Option<MessageId>,
+        every: Duration,
+        received: Arc<AtomicU64>,
+        expected: Option<u64>,
+    ) -> Self {
+        let (file, mut last) = (f.clone(), 0);
+        let text = move || {
+            let done = received.load(Ordering::Relaxed);
+            (done != last).then(|| {
+                last = done;
+                replies::progress(&file, done, expected)
+            })
+        };
+        Self::spawn(telegram, f.chat_id, message, every, text)
     }
 
     /// Stops editing and waits for an edit in flight to land, so that it

@@ -1,11 +1,74 @@
-//! What the bot says. HTML parse mode; every user-provided string escaped.
+//! What the bot says, in plain language for the people sending files:
+//! answers to commands and other messages, the status message while a
+//! file is on its way, and the one final reply of a job, composed by
+//! [`final_reply`] from how the job ended ([`FinalOutcome`]). Operator
+//! detail goes to the log, not here. HTML parse mode; every
+//! user-provided string escaped.
 
-use crate::pipeline::RateLimit;
+use crate::failure::{QuotaRefusal, Refusal};
+use crate::rate_limit::RateLimit;
 use std::time::Duration;
-use teledrop_core::{ByteSize, ErrorKind, IncomingFile, UserId};
+use teledrop_core::{ByteSize, CLOUD_DOWNLOAD_LIMIT, ErrorKind, IncomingFile, UserId};
 use teledrop_telegram::html_escape;
 
-pub fn help(max: ByteSize, local_mode: bool) -> String {
+/// How a final job ended, as its reply tells it.
+#[derive(Debug)]
+pub(crate) enum FinalOutcome<'a> {
+    /// Stored, with its link.
+    Stored { name: String, size: u64, url: String },
+    /// Failed or refused; `detail` is what the failure recorded
+    /// ([`refusal_detail`] for a refusal).
+    Failed {
+        file: &'a IncomingFile,
+        kind: ErrorKind,
+        detail: Option<&'a str>,
+    },
+}
+
+/// What the bot takes, which a refusal for size names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_file_size: ByteSize,
+    /// A local Bot API server: no cloud download limit.
+    pub(crate) local_mode: bool,
+}
+
+/// The final reply of a job: the one text its status message becomes.
+pub(crate) fn final_reply(outcome: &FinalOutcome<'_>, limits: Limits) -> String {
+    match *outcome {
+        FinalOutcome::Stored {
+            ref name,
+            size,
+            ref url,
+        } => stored(name, size, url),
+        FinalOutcome::Failed { file, kind, detail } => match kind {
+            ErrorKind::TooBig if !limits.local_mode && file.size.is_none_or(|s| s > CLOUD_DOWNLOAD_LIMIT.bytes()) => {
+                too_big_for_cloud(file)
+            }
+            ErrorKind::TooBig => over_limit(file, limits.max_file_size),
+            ErrorKind::OverQuota => over_quota(file, detail),
+            ErrorKind::RateLimited => rate_limited(file, detail),
+            k => failed(file, k),
+        },
+    }
+}
+
+/// The detail recorded with a refused job. For the rate limit and quotas
+/// it is the sentence the reply repeats (so that a reply repeated after a
+/// restart says the same); for a file too big, its size, for the operator.
+pub(crate) fn refusal_detail(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::TooBig { size } => format!("{size} bytes"),
+        Refusal::RateLimited { limit, retry_after } => rate_limit_detail(*limit, *retry_after),
+        Refusal::OverQuota(QuotaRefusal::Exceeded(q)) => q.to_string(),
+        Refusal::OverQuota(QuotaRefusal::PastRoom { room }) => format!(
+            "this file is larger than the {} left in your quota",
+            ByteSize::from_bytes(*room)
+        ),
+    }
+}
+
+pub(crate) fn help(max: ByteSize, local_mode: bool) -> String {
     let limit = if local_mode {
         max
     } else {
@@ -19,7 +82,7 @@ pub fn help(max: ByteSize, local_mode: bool) -> String {
     )
 }
 
-pub fn hint(what: &str) -> String {
+pub(crate) fn hint(what: &str) -> String {
     format!(
         "I can't store a {what}. Send me a file — document, photo, video, audio, voice message, \
          video note or animation — and I'll reply with a download link. /help explains more."
@@ -27,7 +90,7 @@ pub fn hint(what: &str) -> String {
 }
 
 /// Sent once per user (the catalog remembers), so it says everything at once.
-pub fn not_allowed(user: UserId) -> String {
+pub(crate) fn not_allowed(user: UserId) -> String {
     format!(
         "⛔ This bot is private, and your account is not on its list of allowed users.\n\n\
          If you should have access, send this number to the person who runs the bot: \
@@ -44,11 +107,11 @@ fn label(f: &IncomingFile) -> String {
     }
 }
 
-pub fn receiving(f: &IncomingFile) -> String {
+pub(crate) fn receiving(f: &IncomingFile) -> String {
     format!("⏳ Receiving {}…", label(f))
 }
 
-pub fn progress(f: &IncomingFile, done: u64, total: Option<u64>) -> String {
+pub(crate) fn progress(f: &IncomingFile, done: u64, total: Option<u64>) -> String {
     match total {
         Some(t) if t > 0 => format!(
             "⏳ Receiving <b>{}</b>: {}% ({} of {})",
@@ -67,7 +130,7 @@ pub fn progress(f: &IncomingFile, done: u64, total: Option<u64>) -> String {
 
 /// While a local Bot API server fetches the file from Telegram (its
 /// `getFile` answers only then).
-pub fn asking(f: &IncomingFile, elapsed: Duration) -> String {
+pub(crate) fn asking(f: &IncomingFile, elapsed: Duration) -> String {
     format!(
         "⏳ Asking Telegram for {}… ({} so far)",
         label(f),
@@ -87,7 +150,7 @@ fn elapsed_text(d: Duration) -> String {
     }
 }
 
-pub fn stored(name: &str, size: u64, url: &str) -> String {
+fn stored(name: &str, size: u64, url: &str) -> String {
     format!(
         "✅ <b>{}</b>\n{}\n\n{}",
         html_escape(name),
@@ -96,7 +159,7 @@ pub fn stored(name: &str, size: u64, url: &str) -> String {
     )
 }
 
-pub fn too_big_for_cloud(f: &IncomingFile) -> String {
+fn too_big_for_cloud(f: &IncomingFile) -> String {
     format!(
         "❌ {} is too big: Telegram's cloud Bot API lets bots download files only up to 20 MB.\n\n\
          The operator can lift this to 2000 MB by running a self-hosted Telegram Bot API server \
@@ -105,13 +168,13 @@ pub fn too_big_for_cloud(f: &IncomingFile) -> String {
     )
 }
 
-pub fn over_limit(f: &IncomingFile, max: ByteSize) -> String {
+fn over_limit(f: &IncomingFile, max: ByteSize) -> String {
     format!("❌ {} is larger than this bot's limit of {max}.", label(f))
 }
 
 /// `why` is the quota's sentence ("this file (2.0 MiB) would exceed your
 /// quota of 5.0 MiB: 4.5 MiB stored already").
-pub fn over_quota(f: &IncomingFile, why: Option<&str>) -> String {
+fn over_quota(f: &IncomingFile, why: Option<&str>) -> String {
     let why = why.unwrap_or("it would exceed a storage quota");
     format!(
         "⛔ {} was not stored: {}.\n\nDelete some of your files or ask the operator for a larger quota.",
@@ -133,7 +196,7 @@ fn rate(limit: RateLimit) -> String {
 
 /// Why a file was refused under the rate limit. Stored as the job's error
 /// detail, so that a reply repeated after a restart says the same.
-pub fn rate_limit_detail(limit: RateLimit, retry_after: Duration) -> String {
+fn rate_limit_detail(limit: RateLimit, retry_after: Duration) -> String {
     // Rounded up: trying again when told must find a free slot.
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
     format!(
@@ -144,7 +207,7 @@ pub fn rate_limit_detail(limit: RateLimit, retry_after: Duration) -> String {
 }
 
 /// `why` is [`rate_limit_detail`].
-pub fn rate_limited(f: &IncomingFile, why: Option<&str>) -> String {
+fn rate_limited(f: &IncomingFile, why: Option<&str>) -> String {
     let why = why.unwrap_or("you are sending files faster than this bot allows. Try this one again in a minute");
     format!(
         "🐢 Slow down: {}.\n\n{} was not stored.",
@@ -157,11 +220,11 @@ pub fn rate_limited(f: &IncomingFile, why: Option<&str>) -> String {
 /// `file_path` that is not a regular file beneath the Bot API's
 /// directory). The operator's log says why; the user only learns that
 /// sending it again will not help.
-pub fn cannot_store(f: &IncomingFile) -> String {
+fn cannot_store(f: &IncomingFile) -> String {
     format!("❌ {} can't be stored.", label(f))
 }
 
-pub fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
+fn failed(f: &IncomingFile, kind: ErrorKind) -> String {
     if kind == ErrorKind::Unsupported {
         return cannot_store(f);
     }
