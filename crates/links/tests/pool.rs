@@ -3,13 +3,11 @@
 //! Postgres, with a pool of one connection that the test holds.
 
 use axum::body::Body;
-use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
-use teledrop_catalog::{Catalog, PgCatalog, PoolConfig, QuotaLockScope, StoredBlob, Transition};
-use teledrop_core::{ChatId, IncomingFile, JobState, MediaKind, MessageId, NewLink, ObjectKey, UpdateId, UserId};
+use teledrop_catalog::{Catalog, PgCatalog, PoolConfig, QuotaLockScope};
+use teledrop_core::{NewLink, UpdateId, UserId};
 use teledrop_links::{LinksConfig, LinksState, router};
 use teledrop_storage::Storage;
 use tower::ServiceExt;
@@ -18,34 +16,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Stores `bytes` as a committed file and returns its link's path.
 async fn store(catalog: &PgCatalog, storage: &Storage, bytes: &'static [u8]) -> String {
-    let incoming = IncomingFile {
-        user_id: UserId(7),
-        chat_id: ChatId(7),
-        message_id: MessageId(1),
-        kind: MediaKind::Document,
-        telegram_file_id: "tg-file".into(),
-        file_unique_id: "unique".into(),
-        size: Some(bytes.len() as u64),
-        file_name: "a.txt".into(),
-        mime_type: "text/plain".into(),
-    };
-    let job = catalog.accept_job(UpdateId(1), &incoming).await.unwrap().into_job();
-    catalog
-        .transition(job.id, Transition::new(JobState::Pending, JobState::Running, "test"))
-        .await
-        .unwrap();
-    let key = ObjectKey::for_new_blob();
-    let source = futures::stream::iter([Ok::<_, Infallible>(Bytes::from_static(bytes))]);
-    let put = storage
-        .put_stream(&key, source, Some(bytes.len() as u64), u64::MAX)
-        .await
-        .unwrap();
-    let blob = StoredBlob {
-        object_key: key,
-        size: put.size,
-        sha256: put.sha256,
-    };
-    let committed = catalog.commit_stored(job.id, blob, NewLink::unlimited()).await.unwrap();
+    let incoming = teledrop_fixtures::document(1, UserId(7), "a.txt", "text/plain", bytes.len() as u64);
+    let committed =
+        teledrop_fixtures::store_committed(catalog, storage, UpdateId(1), &incoming, bytes, NewLink::unlimited()).await;
     format!("/download/{}", committed.link.token)
 }
 

@@ -77,55 +77,13 @@ impl Env {
     /// Stores a file of `size` bytes for `user`, `age` old, with a link.
     async fn file(&self, user: i64, mime: &str, size: usize, age: ChronoDuration) -> (FileRecord, LinkToken) {
         let n = self.next_update.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let unique = format!("AgADu{n:05}");
-        let incoming = IncomingFile {
-            user_id: UserId(user),
-            chat_id: ChatId(user * 10),
-            message_id: MessageId(n as i32),
-            kind: MediaKind::Document,
-            telegram_file_id: format!("BQACAgI{n:05}"),
-            file_unique_id: unique,
-            size: Some(size as u64),
-            file_name: format!("f{n}.bin"),
-            mime_type: mime.to_owned(),
-        };
-        let job = self
-            .catalog
-            .accept_job(UpdateId(n), &incoming)
-            .await
-            .unwrap()
-            .into_job();
-        self.catalog
-            .transition(job.id, Transition::new(JobState::Pending, JobState::Running, "test"))
-            .await
-            .unwrap();
-        let key = ObjectKey::for_new_blob();
-        let body = Bytes::from(vec![n as u8; size]);
-        let put = self
-            .storage
-            .put_stream(
-                &key,
-                stream::iter([Ok::<_, std::io::Error>(body)]),
-                Some(size as u64),
-                u64::MAX,
-            )
-            .await
-            .unwrap();
+        let incoming = teledrop_fixtures::document(n, UserId(user), &format!("f{n}.bin"), mime, size as u64);
         let link = NewLink::unlimited();
         let token = link.token;
-        let committed = self
-            .catalog
-            .commit_stored(
-                job.id,
-                StoredBlob {
-                    object_key: key,
-                    size: put.size,
-                    sha256: put.sha256,
-                },
-                link,
-            )
-            .await
-            .unwrap();
+        let body = vec![n as u8; size];
+        let committed =
+            teledrop_fixtures::store_committed(&*self.catalog, &self.storage, UpdateId(n), &incoming, &body, link)
+                .await;
         let at = Utc::now() - age;
         sqlx::query("UPDATE files SET created_at = $1 WHERE id = $2")
             .bind(at)

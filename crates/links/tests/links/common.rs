@@ -8,7 +8,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use teledrop_catalog::{
@@ -16,8 +15,8 @@ use teledrop_catalog::{
     Totals, Transition,
 };
 use teledrop_core::{
-    BlobRecord, ChatId, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, JobState, LinkRecord, LinkToken,
-    MediaKind, MessageId, NewLink, ObjectKey, UpdateId, Usage, UserId,
+    BlobRecord, ChatId, FileId, FileRecord, IncomingFile, JobEvent, JobId, JobRecord, LinkRecord, LinkToken, MessageId,
+    NewLink, ObjectKey, UpdateId, Usage, UserId,
 };
 use teledrop_links::{LinksConfig, LinksState, admin_router, router};
 use teledrop_storage::Storage;
@@ -253,51 +252,8 @@ impl Env {
     /// running, object written, committed) and returns what was committed.
     pub async fn add_file(&self, name: &str, mime: &str, bytes: &[u8], link: NewLink) -> Committed {
         let n = self.next_update.fetch_add(1, Ordering::SeqCst);
-        let incoming = IncomingFile {
-            user_id: UserId(42),
-            chat_id: ChatId(42),
-            message_id: MessageId(i32::try_from(n).unwrap()),
-            kind: MediaKind::Document,
-            telegram_file_id: format!("tg-file-{n}"),
-            file_unique_id: format!("unique-{n}"),
-            size: Some(bytes.len() as u64),
-            file_name: name.to_owned(),
-            mime_type: mime.to_owned(),
-        };
-        let job = self
-            .catalog
-            .accept_job(UpdateId(n), &incoming)
-            .await
-            .unwrap()
-            .into_job();
-        self.catalog
-            .transition(job.id, Transition::new(JobState::Pending, JobState::Running, "test"))
-            .await
-            .unwrap();
-        let key = ObjectKey::for_new_blob();
-        let source = futures::stream::iter(
-            bytes
-                .chunks(64 * 1024)
-                .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
-        );
-        let put = self
-            .storage
-            .put_stream(&key, source, Some(bytes.len() as u64), u64::MAX)
-            .await
-            .unwrap();
-        self.catalog
-            .commit_stored(
-                job.id,
-                StoredBlob {
-                    object_key: key,
-                    size: put.size,
-                    sha256: put.sha256,
-                },
-                link,
-            )
-            .await
-            .unwrap()
+        let incoming = teledrop_fixtures::document(n, UserId(42), name, mime, bytes.len() as u64);
+        teledrop_fixtures::store_committed(&*self.catalog, &self.storage, UpdateId(n), &incoming, bytes, link).await
     }
 
     pub async fn add(&self, bytes: &[u8]) -> Committed {

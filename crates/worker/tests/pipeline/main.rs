@@ -5,10 +5,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, Envelope, MemoryBus};
-use teledrop_catalog::{Catalog, PgCatalog, SqliteCatalog, StoredBlob, Transition};
+use teledrop_catalog::{Catalog, PgCatalog, SqliteCatalog, Transition};
 use teledrop_core::{
-    BotToken, ByteSize, ChatId, ErrorKind, IncomingFile, JobState, MediaKind, MessageId, NewLink, ObjectKey, UpdateId,
-    UserId,
+    BotToken, ByteSize, ChatId, ErrorKind, IncomingFile, JobState, MediaKind, MessageId, NewLink, UpdateId, UserId,
 };
 use teledrop_storage::Storage;
 use teledrop_telegram::{Telegram, TelegramConfig};
@@ -260,40 +259,17 @@ async fn an_outcome_committed_but_not_replied_is_replied_at_recovery() {
         file_name: "late.txt".into(),
         mime_type: "text/plain".into(),
     };
-    let job = rig
-        .catalog
-        .accept_job(UpdateId(sent.update_id), &incoming)
-        .await
-        .unwrap()
-        .into_job();
-    rig.catalog
-        .transition(job.id, Transition::new(JobState::Pending, JobState::Running, "t"))
-        .await
-        .unwrap();
-    let key = ObjectKey::for_new_blob();
+    let update = UpdateId(sent.update_id);
     let body = vec![7u8; 1000];
-    let put = rig
-        .storage
-        .put_stream(
-            &key,
-            futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(body))]),
-            Some(1000),
-            1 << 20,
-        )
-        .await
-        .unwrap();
-    rig.catalog
-        .commit_stored(
-            job.id,
-            StoredBlob {
-                object_key: key,
-                size: put.size,
-                sha256: put.sha256,
-            },
-            NewLink::unlimited(),
-        )
-        .await
-        .unwrap();
+    teledrop_fixtures::store_committed(
+        &*rig.catalog,
+        &rig.storage,
+        update,
+        &incoming,
+        &body,
+        NewLink::unlimited(),
+    )
+    .await;
     assert_eq!(rig.catalog.unreplied_jobs(10).await.unwrap().len(), 1);
 
     teledrop_worker::recover_unfinished(rig.pipeline.clone(), 2, CancellationToken::new()).await;
