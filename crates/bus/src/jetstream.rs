@@ -49,7 +49,8 @@ const MAX_REASON_CHARS: usize = 512;
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// Server heartbeat on an idle pull request: a silent server is noticed.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(10);
-/// Backoff bounds while the work stream is full.
+/// Backoff bounds while the work stream is full (`teledrop_core::backoff`:
+/// doubling, jittered, below the maximum).
 const FULL_BACKOFF_START: Duration = Duration::from_millis(10);
 const FULL_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
@@ -407,7 +408,7 @@ impl Inner {
         body: Bytes,
     ) -> Result<jetstream::publish::PublishAck, BusError> {
         let deadline = Instant::now() + self.config.publish_timeout;
-        let mut backoff = FULL_BACKOFF_START;
+        let mut delays = teledrop_core::backoff::delays(FULL_BACKOFF_START, FULL_BACKOFF_MAX);
         loop {
             let attempt = async {
                 self.js
@@ -429,13 +430,13 @@ impl Inner {
                 }
                 Ok(Err(e)) if e.kind() == PublishErrorKind::TimedOut => return Err(BusError::PublishTimeout),
                 Ok(Err(e)) if stream_refused_as_full(&e) => {
+                    let backoff = delays.next().unwrap_or(FULL_BACKOFF_MAX);
                     if Instant::now() + backoff >= deadline {
                         warn!(subject, error = %e, "the stream stayed full for the whole publish timeout");
                         return Err(BusError::PublishTimeout);
                     }
                     debug!(subject, error = %e, "stream full; waiting for room");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(FULL_BACKOFF_MAX);
                 }
                 Ok(Err(e)) => return Err(BusError::Transport(format!("publishing to {subject}: {e}"))),
             }

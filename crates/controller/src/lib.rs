@@ -34,7 +34,7 @@ use teledrop_retention::{
 };
 use tokio::sync::watch;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, admin_router};
 
 /// Cancelled when a term of work must stop.
 pub type Stop = tokio_util::sync::CancellationToken;
@@ -151,8 +151,8 @@ pub async fn reconcile(rp: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
-/// Requeues a failed policy with exponential backoff: 5 s, 10 s, 20 s, …
-/// up to 5 minutes.
+/// Requeues a failed policy with a jittered exponential backoff
+/// ([`backoff`]): about 5 s, 10 s, 20 s, … never 5 minutes or more.
 pub fn error_policy(rp: Arc<RetentionPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     let n = {
         let mut failures = ctx.failures();
@@ -165,10 +165,11 @@ pub fn error_policy(rp: Arc<RetentionPolicy>, error: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-/// The delay after the `n`th consecutive failure (n ≥ 1).
+/// The delay after the `n`th consecutive failure (n ≥ 1): in
+/// `[5·2ⁿ⁻¹ s, 5·2ⁿ s)`, below 5 minutes (`teledrop_core::backoff`), so
+/// policies that failed together are not all retried together.
 pub fn backoff(n: u32) -> Duration {
-    let secs = 5u64.saturating_mul(1u64 << n.saturating_sub(1).min(16));
-    Duration::from_secs(secs.min(300))
+    teledrop_core::backoff::nth(Duration::from_secs(5), Duration::from_secs(300), n)
 }
 
 async fn apply(
@@ -482,7 +483,9 @@ pub async fn run_orphan_collection(
     stop: impl Future<Output = ()>,
 ) {
     teledrop_retention::collect_orphans_every(sweeper, grace, every, stop, |result| match result {
-        Ok(r) => metrics.orphans_deleted.add(r.deleted.files),
+        Ok(r) => {
+            metrics.orphans_deleted.inc_by(r.deleted.files);
+        }
         Err(e) => metrics.errors.inc(e.label()),
     })
     .await;

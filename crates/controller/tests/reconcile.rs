@@ -412,18 +412,32 @@ async fn errors_publish_a_warning_and_requeue_with_backoff() {
         .unwrap_err();
     assert_eq!(err.label(), "kube_api");
     assert_eq!(env.ctx.metrics.errors.get("kube_api"), 1);
-    let delays: Vec<_> = (0..3)
-        .map(|_| error_policy(rp.clone(), &err, env.ctx.clone()))
-        .collect();
-    assert_eq!(
-        delays,
-        vec![
-            Action::requeue(Duration::from_secs(5)),
-            Action::requeue(Duration::from_secs(10)),
-            Action::requeue(Duration::from_secs(20)),
-        ]
+    // Doubling from 5 s, each delay with up to 100 % of jitter on top.
+    for base in [5.0, 10.0, 20.0] {
+        let action = error_policy(rp.clone(), &err, env.ctx.clone());
+        let secs = requeue_secs(&action);
+        assert!(
+            secs >= base && secs < base * 2.0,
+            "{action:?} not in [{base} s, {} s)",
+            base * 2.0
+        );
+    }
+    let capped = backoff(30);
+    assert!(
+        capped >= Duration::from_secs(150) && capped < Duration::from_secs(300),
+        "{capped:?}"
     );
-    assert_eq!(backoff(30), Duration::from_secs(300));
+}
+
+/// The delay of a requeue, which `Action` shows only in its `Debug`
+/// (`Action { requeue_after: Some(7.25s) }` for delays of seconds).
+fn requeue_secs(action: &Action) -> f64 {
+    let shown = format!("{action:?}");
+    shown
+        .strip_prefix("Action { requeue_after: Some(")
+        .and_then(|rest| rest.strip_suffix("s) }"))
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("not a requeue of seconds: {shown}"))
 }
 
 async fn recv(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u32>) -> u32 {

@@ -11,6 +11,7 @@
 //! Every value that crosses a trust boundary is a validated newtype built
 //! through `FromStr`/`TryFrom`.
 
+pub mod backoff;
 pub mod error;
 pub mod file;
 pub mod ids;

@@ -12,7 +12,7 @@
 
 mod metrics;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Outcome};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -20,7 +20,7 @@ use axum::body::{Body as RequestBody, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use bytes::BytesMut;
 use std::fmt;
 use std::str::FromStr;
@@ -142,18 +142,14 @@ pub fn router(sink: Arc<dyn Sink>, config: IngressConfig, metrics: Metrics) -> R
 }
 
 /// `/healthz`, `/readyz` (asks the bus) and `/metrics`, for the admin
-/// listener; `metrics` is a clone of the one given to [`router`].
+/// listener: the shared ops router; `metrics` is a clone of the one given
+/// to [`router`].
 pub fn admin_router(sink: Arc<dyn Sink>, metrics: Metrics) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(Arc::new(Admin { sink, metrics }))
-}
-
-struct Admin {
-    sink: Arc<dyn Sink>,
-    metrics: Metrics,
+    let readiness = teledrop_metrics::Readiness::new().check("bus", move || {
+        let sink = sink.clone();
+        async move { sink.ready().await }
+    });
+    teledrop_metrics::ops_router(teledrop_metrics::registry(&[&metrics]), readiness)
 }
 
 /// Why a request was not accepted; each decides its own response here.
@@ -171,11 +167,15 @@ pub enum IngressError {
 
 impl IngressError {
     pub fn label(&self) -> &'static str {
+        self.outcome().as_str()
+    }
+
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::TooLarge(_) => "too_large",
-            Self::Unreadable => "unreadable",
-            Self::Unauthorized => "unauthorized",
-            Self::Unavailable(..) => "unavailable",
+            Self::TooLarge(_) => Outcome::too_large,
+            Self::Unreadable => Outcome::unreadable,
+            Self::Unauthorized => Outcome::unauthorized,
+            Self::Unavailable(..) => Outcome::unavailable,
         }
     }
 }
@@ -242,8 +242,8 @@ async fn webhook(
     let span = tracing::Span::current();
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if !s.config.secret.matches(given) {
-        span.record("outcome", "unauthorized");
-        s.metrics.count("unauthorized");
+        span.record("outcome", Outcome::unauthorized.as_str());
+        s.metrics.count(Outcome::unauthorized);
         // The body is dropped unread; hyper closes the connection.
         return Err(IngressError::Unauthorized);
     }
@@ -251,7 +251,7 @@ async fn webhook(
         Ok(b) => b,
         Err(e) => {
             span.record("outcome", e.label());
-            s.metrics.count(e.label());
+            s.metrics.count(e.outcome());
             return Err(e);
         }
     };
@@ -266,7 +266,7 @@ async fn webhook(
             match tokio::time::timeout(s.config.publish_timeout, publish).await {
                 Ok(Ok(())) => {
                     debug!(update_id, "update published");
-                    "published"
+                    Outcome::published
                 }
                 Ok(Err(e)) => return Err(unavailable(&s, e)),
                 Err(_) => return Err(unavailable(&s, BusError::PublishTimeout)),
@@ -279,13 +279,13 @@ async fn webhook(
                 "authenticated body is not an update: dead-lettered"
             );
             match tokio::time::timeout(s.config.publish_timeout, s.sink.dead_letter(body, reason)).await {
-                Ok(Ok(())) => "dead_letter",
+                Ok(Ok(())) => Outcome::dead_letter,
                 Ok(Err(e)) => return Err(unavailable(&s, e)),
                 Err(_) => return Err(unavailable(&s, BusError::PublishTimeout)),
             }
         }
     };
-    span.record("outcome", outcome);
+    span.record("outcome", outcome.as_str());
     s.metrics.count(outcome);
     Ok(StatusCode::OK)
 }
@@ -326,27 +326,9 @@ async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, IngressErro
 
 fn unavailable(s: &Inner, e: BusError) -> IngressError {
     warn!(error = %e, "bus unavailable: answering 503 so Telegram retries");
-    tracing::Span::current().record("outcome", "unavailable");
-    s.metrics.count("unavailable");
+    tracing::Span::current().record("outcome", Outcome::unavailable.as_str());
+    s.metrics.count(Outcome::unavailable);
     IngressError::Unavailable(e, s.config.retry_after)
-}
-
-async fn readyz(State(s): State<Arc<Admin>>) -> Response {
-    match s.sink.ready().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: bus unreachable").into_response()
-        }
-    }
-}
-
-async fn metrics_text(State(s): State<Arc<Admin>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, teledrop_metrics::CONTENT_TYPE)],
-        s.metrics.render(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -18,10 +18,11 @@
 //! - Downloads are counted in memory and written to the catalog in
 //!   batches by [`LinksState::run_flusher`]; a link's download limit is
 //!   checked against the catalog's count plus the counts not yet written.
-//! - On a separate router for the admin listener ([`admin_router`]):
-//!   `/healthz` says the process is alive, `/readyz` that the catalog and
-//!   the object store answer, `/metrics` counts answers by status and bytes
-//!   served (Prometheus text). The public router serves downloads only.
+//! - On a separate router for the admin listener ([`admin_router`], the
+//!   shared `teledrop_metrics::ops_router`): `/healthz` says the process
+//!   is alive, `/readyz` that the catalog and the object store answer,
+//!   `/metrics` counts answers by status, bytes served and request
+//!   latency. The public router serves downloads only.
 //!
 //! Logs never carry a whole token: at most its first 8 characters.
 
@@ -41,9 +42,8 @@ pub use error::LinksError;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use http::{HeaderValue, StatusCode, header};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,11 +54,8 @@ use tracing::Instrument;
 use counter::{DownloadCounter, FlushGuard};
 use error::ErrorLabel;
 use lookup::LookupCache;
-use metrics::LinksMetrics;
-use teledrop_metrics::Render;
-
-/// How long a readiness probe waits for each dependency.
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
+use metrics::{LinksMetrics, Route};
+use teledrop_metrics::{Readiness, Register, Registry};
 
 /// Settings of the link server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,24 +98,10 @@ struct Inner {
     /// its catalog read and its decision cannot straddle a flush.
     flush_gate: tokio::sync::RwLock<()>,
     metrics: LinksMetrics,
-    /// Served on `/metrics` after the link server's own (standalone adds
-    /// the worker's).
-    more_metrics: Vec<Arc<dyn Render>>,
 }
 
 impl LinksState {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, config: LinksConfig) -> Self {
-        Self::with_more_metrics(catalog, storage, config, Vec::new())
-    }
-
-    /// Like [`LinksState::new`], with `/metrics` also rendering `more`
-    /// (another role's metrics in the same process).
-    pub fn with_more_metrics(
-        catalog: Arc<dyn Catalog>,
-        storage: Storage,
-        config: LinksConfig,
-        more: Vec<Arc<dyn Render>>,
-    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 catalog,
@@ -128,9 +111,22 @@ impl LinksState {
                 counter: DownloadCounter::default(),
                 flush_gate: tokio::sync::RwLock::new(()),
                 metrics: LinksMetrics::default(),
-                more_metrics: more,
             }),
         }
+    }
+
+    /// What `/readyz` asks: the catalog and the object store.
+    pub fn readiness(&self) -> Readiness {
+        let (catalog, storage) = (self.inner.catalog.clone(), self.inner.storage.clone());
+        Readiness::new()
+            .check("catalog", move || {
+                let catalog = catalog.clone();
+                async move { catalog.ping().await }
+            })
+            .check("storage", move || {
+                let storage = storage.clone();
+                async move { storage.ping().await }
+            })
     }
 
     pub fn config(&self) -> &LinksConfig {
@@ -198,83 +194,22 @@ pub fn router(state: LinksState) -> Router {
 }
 
 /// `/healthz`, `/readyz` and `/metrics` of the same state, for the admin
-/// listener. Without `trace_request`: these are not downloads, and
-/// `/readyz` logs which dependency failed itself.
+/// listener: the shared ops router with the link server's metrics and
+/// [`LinksState::readiness`]. Without `trace_request`: these are not
+/// downloads.
 pub fn admin_router(state: LinksState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state)
+    teledrop_metrics::ops_router(teledrop_metrics::registry(&[&state]), state.readiness())
 }
 
-async fn metrics_text(State(state): State<LinksState>) -> Response {
-    let inner = &state.inner;
-    let mut sources: Vec<&dyn Render> = vec![&inner.metrics];
-    sources.extend(inner.more_metrics.iter().map(|m| &**m));
-    let mut r = teledrop_metrics::render(&sources).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(teledrop_metrics::CONTENT_TYPE),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-async fn healthz() -> Response {
-    let mut r = "ok\n".into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-async fn readyz(State(state): State<LinksState>) -> Response {
-    let inner = &state.inner;
-    let (catalog, storage) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, inner.catalog.ping()),
-        tokio::time::timeout(READY_TIMEOUT, inner.storage.ping()),
-    );
-    let mut failed = Vec::new();
-    match catalog {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = e.label(), detail = %e, "readiness: the catalog does not answer");
-            failed.push("catalog");
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?READY_TIMEOUT, "readiness: the catalog timed out");
-            failed.push("catalog");
-        }
+impl Register for LinksState {
+    fn register(&self, registry: &mut Registry) {
+        self.inner.metrics.register(registry);
     }
-    match storage {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = e.label(), detail = %e, "readiness: storage does not answer");
-            failed.push("storage");
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?READY_TIMEOUT, "readiness: storage timed out");
-            failed.push("storage");
-        }
-    }
-    let (status, body) = if failed.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {} failed\n", failed.join(", ")),
-        )
-    };
-    let mut r = (status, body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 /// One span per request, named by its route template (never the path,
-/// which holds the token); the handler adds a token prefix. Downloads'
-/// statuses are counted here, where every answer passes, errors included.
+/// which holds the token); the handler adds a token prefix. Answers are
+/// counted and timed here, where every answer passes, errors included.
 async fn trace_request(State(state): State<LinksState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -291,13 +226,17 @@ async fn trace_request(State(state): State<LinksState>, request: Request, next: 
     );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
-    if route == DOWNLOAD_ROUTE {
-        state.inner.metrics.answered(response.status());
-    }
+    let took = started.elapsed();
+    let matched = if route == DOWNLOAD_ROUTE {
+        Route::download
+    } else {
+        Route::unmatched
+    };
+    state.inner.metrics.answered(matched, response.status(), took);
     let status = response.status().as_u16();
     span.record("status", status);
     let error = response.extensions().get::<ErrorLabel>().map(|l| l.0);
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| match status {
         500.. => tracing::warn!(status, error, elapsed_ms, "request failed"),
         400.. => tracing::info!(status, error, elapsed_ms, "request refused"),

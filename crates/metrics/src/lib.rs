@@ -1,297 +1,183 @@
-//! The roles' Prometheus metrics: counters, gauges and labelled counters
-//! kept in atomics, rendered in the text exposition format on `/metrics`.
+//! Every role's ops surface: `/healthz`, `/readyz` and `/metrics` on the
+//! admin listener (`TELEDROP_ADMIN_LISTEN`), built by one function,
+//! [`ops_router`], so every role answers them alike.
 //!
-//! Every role has a handful of fixed metrics whose label values come from
-//! small closed sets (outcomes, stable error labels, status codes), so a
-//! registry, histograms or a client library would only add weight. Each
-//! metric carries its name and help; a role groups its metrics in a struct
-//! that implements [`Render`], and the `/metrics` handler answers
-//! [`render`] of them with [`CONTENT_TYPE`].
+//! Metrics are `prometheus-client` metrics. A role keeps its metrics in a
+//! struct (clones of a metric share its value) that implements
+//! [`Register`]; the process registers each such group it runs in one
+//! [`Registry`], which `/metrics` renders in the Prometheus text format
+//! (version 0.0.4, [`CONTENT_TYPE`]). Label values come from closed sets
+//! (outcomes, stable error labels, status codes), typed as label-set
+//! structs and enums, so no caller can grow a metric's series.
 //!
-//! Names follow Prometheus conventions: a `teledrop_` prefix, counters end
-//! in `_total`, base units (bytes, not KiB).
+//! Names follow Prometheus conventions: a `teledrop_` prefix, base units
+//! (bytes, seconds). Counters are registered without their `_total`,
+//! which the encoder appends; units are given with
+//! [`Registry::register_with_unit`], which appends them too.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+mod ops;
 
-/// The `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use ops::{READY_TIMEOUT, Readiness, ops_router};
+pub use prometheus_client;
+pub use prometheus_client::registry::Registry;
 
-/// Something that writes metric families in the text format.
-pub trait Render: Send + Sync {
-    fn render(&self, out: &mut String);
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds (seconds) for answers that take milliseconds, up to a
+/// minute: HTTP requests, catalog calls.
+pub const FAST_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// Upper bounds (seconds) for work that takes seconds to an hour: jobs,
+/// their steps (a 2 GB transfer), the wait in the queue.
+pub const SLOW_SECONDS: [f64; 15] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// A histogram per label set, all with the same buckets.
+pub type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// A group of metrics that adds itself to a registry. The registry holds
+/// clones: what the group counts afterwards shows in it.
+pub trait Register: Send + Sync {
+    fn register(&self, registry: &mut Registry);
 }
 
-/// The text of every source, in order.
-pub fn render(sources: &[&dyn Render]) -> String {
-    let mut out = String::new();
+/// A registry holding every group of `sources`.
+pub fn registry(sources: &[&dyn Register]) -> Registry {
+    let mut registry = Registry::default();
     for source in sources {
-        source.render(&mut out);
+        source.register(&mut registry);
     }
+    registry
+}
+
+/// The text of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; an encoder error would be a bug in
+    // a metric, and a partial text is still worth serving.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, registry);
     out
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The text of every group of `sources`, as `/metrics` would render it.
+pub fn render(sources: &[&dyn Register]) -> String {
+    encode(&registry(sources))
 }
 
-/// HELP text may hold anything but a raw backslash or line break.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
+/// Adds one to `gauge` until the guard is dropped, so an early return or
+/// a cancelled future cannot leave it counting something gone.
+pub fn track(gauge: &Gauge) -> GaugeGuard<'_> {
+    gauge.inc();
+    GaugeGuard(gauge)
 }
 
-/// Label values are quoted: backslash, quote and line break are escaped.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A monotonic count.
-#[derive(Debug)]
-pub struct Counter {
-    name: &'static str,
-    help: &'static str,
-    value: AtomicU64,
-}
-
-impl Counter {
-    pub const fn new(name: &'static str, help: &'static str) -> Self {
-        Self {
-            name,
-            help,
-            value: AtomicU64::new(0),
-        }
-    }
-
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
-    }
-}
-
-impl Render for Counter {
-    fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
-        let _ = writeln!(out, "{} {}", self.name, self.get());
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug)]
-pub struct Gauge {
-    name: &'static str,
-    help: &'static str,
-    value: AtomicI64,
-}
-
-impl Gauge {
-    pub const fn new(name: &'static str, help: &'static str) -> Self {
-        Self {
-            name,
-            help,
-            value: AtomicI64::new(0),
-        }
-    }
-
-    pub fn add(&self, n: i64) {
-        self.value.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn set(&self, n: i64) {
-        self.value.store(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> i64 {
-        self.value.load(Ordering::Relaxed)
-    }
-
-    /// Adds one until the guard is dropped, so an early return or a
-    /// cancelled future cannot leave the gauge counting something gone.
-    pub fn track(&self) -> GaugeGuard<'_> {
-        self.add(1);
-        GaugeGuard(self)
-    }
-}
-
-impl Render for Gauge {
-    fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "gauge");
-        let _ = writeln!(out, "{} {}", self.name, self.get());
-    }
-}
-
-/// See [`Gauge::track`].
+/// See [`track`].
 #[must_use = "the gauge goes down again when the guard is dropped"]
 #[derive(Debug)]
 pub struct GaugeGuard<'a>(&'a Gauge);
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
-        self.0.add(-1);
-    }
-}
-
-/// A counter per combination of label values.
-///
-/// Series appear when first counted; [`CounterVec::with_series`] lists the
-/// expected ones up front so they are exported as 0 before anything
-/// happens (a rate over a series that appears late misses its first
-/// increment).
-#[derive(Debug)]
-pub struct CounterVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, u64>>,
-}
-
-impl CounterVec {
-    pub const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// Exports these series (one label value per label) from the start.
-    pub fn with_series<'a, S: AsRef<[&'a str]>>(self, series: impl IntoIterator<Item = S>) -> Self {
-        for values in series {
-            self.add(values.as_ref(), 0);
-        }
-        self
-    }
-
-    pub fn inc(&self, values: &[&str]) {
-        self.add(values, 1);
-    }
-
-    /// `values` holds one value per label, in the order the labels were
-    /// declared.
-    pub fn add(&self, values: &[&str], n: u64) {
-        debug_assert_eq!(
-            values.len(),
-            self.labels.len(),
-            "{}: label values {values:?} for labels {:?}",
-            self.name,
-            self.labels
-        );
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        match series.iter_mut().find(|(k, _)| same(k, values)) {
-            Some((_, v)) => *v += n,
-            None => {
-                series.insert(values.iter().map(|v| (*v).to_owned()).collect(), n);
-            }
-        }
-    }
-
-    /// The count of one series (0 when never counted).
-    pub fn get(&self, values: &[&str]) -> u64 {
-        self.series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find_map(|(k, v)| same(k, values).then_some(*v))
-            .unwrap_or(0)
-    }
-}
-
-/// A linear look-up: the label sets are a few dozen series at most, and
-/// an owned key per increment would cost more.
-fn same(key: &[String], values: &[&str]) -> bool {
-    key.iter().map(String::as_str).eq(values.iter().copied())
-}
-
-impl Render for CounterVec {
-    fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        for (values, n) in series.iter() {
-            let labels: Vec<String> = self
-                .labels
-                .iter()
-                .zip(values)
-                .map(|(label, value)| format!("{label}=\"{}\"", escape_label(value)))
-                .collect();
-            let _ = writeln!(out, "{}{{{}}} {n}", self.name, labels.join(","));
-        }
+        self.0.dec();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::registry::Unit;
 
-    #[test]
-    fn renders_help_type_and_samples() {
-        let c = Counter::new("teledrop_things_total", "Things done.");
-        c.add(3);
-        let g = Gauge::new("teledrop_busy", "Work under way.");
-        {
-            let _a = g.track();
-            let _b = g.track();
-            assert_eq!(g.get(), 2);
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+    #[allow(non_camel_case_types)]
+    enum Outcome {
+        stored,
+        failed,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Labels {
+        outcome: Outcome,
+        error: Option<String>,
+    }
+
+    #[derive(Debug)]
+    struct Things {
+        done: Counter,
+        bytes: Counter,
+        busy: Gauge,
+        jobs: Family<Labels, Counter>,
+        took: HistogramFamily<Labels>,
+    }
+
+    impl Default for Things {
+        fn default() -> Self {
+            Self {
+                done: Counter::default(),
+                bytes: Counter::default(),
+                busy: Gauge::default(),
+                jobs: Family::default(),
+                took: Family::new_with_constructor(|| Histogram::new([0.5, 1.0])),
+            }
         }
-        g.add(1);
-        assert_eq!(
-            render(&[&c, &g]),
-            "# HELP teledrop_things_total Things done.\n\
-             # TYPE teledrop_things_total counter\n\
-             teledrop_things_total 3\n\
-             # HELP teledrop_busy Work under way.\n\
-             # TYPE teledrop_busy gauge\n\
-             teledrop_busy 1\n"
-        );
+    }
+
+    impl Register for Things {
+        fn register(&self, r: &mut Registry) {
+            r.register("teledrop_things", "Things done", self.done.clone());
+            r.register_with_unit("teledrop_moved", "Bytes moved", Unit::Bytes, self.bytes.clone());
+            r.register("teledrop_busy", "Work under way", self.busy.clone());
+            r.register("teledrop_jobs", "Jobs, with a \\ and a\nbreak", self.jobs.clone());
+            r.register_with_unit("teledrop_took", "Time taken", Unit::Seconds, self.took.clone());
+        }
     }
 
     #[test]
-    fn labelled_series_are_sorted_preset_and_escaped() {
-        let v = CounterVec::new("teledrop_jobs_total", "Jobs.", &["outcome", "error"])
-            .with_series([["stored", ""], ["failed", "network"]]);
-        v.inc(&["failed", "network"]);
-        v.add(&["failed", "a \"b\"\\\nc"], 2);
-        assert_eq!(v.get(&["failed", "network"]), 1);
-        assert_eq!(v.get(&["stored", ""]), 0);
-        assert_eq!(v.get(&["never", ""]), 0);
-        let mut out = String::new();
-        v.render(&mut out);
-        assert_eq!(
-            out,
-            "# HELP teledrop_jobs_total Jobs.\n\
-             # TYPE teledrop_jobs_total counter\n\
-             teledrop_jobs_total{outcome=\"failed\",error=\"a \\\"b\\\"\\\\\\nc\"} 2\n\
-             teledrop_jobs_total{outcome=\"failed\",error=\"network\"} 1\n\
-             teledrop_jobs_total{outcome=\"stored\",error=\"\"} 0\n"
-        );
-    }
-
-    #[test]
-    fn help_cannot_break_a_line() {
-        let c = Counter::new("teledrop_x_total", "one\ntwo \\ three");
-        let mut out = String::new();
-        c.render(&mut out);
-        assert!(
-            out.starts_with("# HELP teledrop_x_total one\\ntwo \\\\ three\n"),
-            "{out}"
-        );
+    fn renders_the_names_of_today_with_histograms() {
+        let t = Things::default();
+        t.done.inc_by(3);
+        t.bytes.inc_by(10);
+        {
+            let _a = track(&t.busy);
+            let _b = track(&t.busy);
+            assert_eq!(t.busy.get(), 2);
+        }
+        t.busy.inc();
+        let stored = Labels {
+            outcome: Outcome::stored,
+            error: None,
+        };
+        let failed = Labels {
+            outcome: Outcome::failed,
+            error: Some("a \"b\"".into()),
+        };
+        t.jobs.get_or_create(&stored).inc();
+        t.jobs.get_or_create(&failed).inc_by(2);
+        t.took.get_or_create(&stored).observe(0.7);
+        let text = render(&[&t]);
+        for line in [
+            "# HELP teledrop_things_total Things done.\n# TYPE teledrop_things_total counter\nteledrop_things_total 3\n",
+            "teledrop_moved_bytes_total 10\n",
+            "# TYPE teledrop_busy gauge\nteledrop_busy 1\n",
+            "# HELP teledrop_jobs_total Jobs, with a \\\\ and a\\nbreak.\n",
+            "teledrop_jobs_total{outcome=\"stored\",error=\"\"} 1\n",
+            "teledrop_jobs_total{outcome=\"failed\",error=\"a \\\"b\\\"\"} 2\n",
+            "# TYPE teledrop_took_seconds histogram\n",
+            "teledrop_took_seconds_bucket{outcome=\"stored\",error=\"\",le=\"0.5\"} 0\n",
+            "teledrop_took_seconds_bucket{outcome=\"stored\",error=\"\",le=\"1\"} 1\n",
+            "teledrop_took_seconds_bucket{outcome=\"stored\",error=\"\",le=\"+Inf\"} 1\n",
+            "teledrop_took_seconds_count{outcome=\"stored\",error=\"\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
     }
 }

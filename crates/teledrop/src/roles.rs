@@ -7,17 +7,11 @@ use crate::config::{
 use crate::http::HttpLimits;
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use teledrop_bus::{Bus, BusError, JetStreamBus};
-use teledrop_catalog::Catalog;
 use teledrop_core::tls::CaBundle;
 use teledrop_links::{LinksConfig, LinksState};
-use teledrop_storage::Storage;
 use teledrop_telegram::Telegram;
 use teledrop_worker::Pipeline;
 use tokio_util::sync::CancellationToken;
@@ -110,37 +104,6 @@ pub async fn links(args: LinksArgs, common: &Common, shutdown: CancellationToken
     Ok(())
 }
 
-struct WorkerHealth {
-    catalog: Arc<dyn Catalog>,
-    storage: Storage,
-    bus: Arc<JetStreamBus>,
-    metrics: Arc<teledrop_worker::WorkerMetrics>,
-}
-
-async fn worker_metrics(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, teledrop_metrics::CONTENT_TYPE)],
-        teledrop_metrics::render(&[&*h.metrics]),
-    )
-}
-
-async fn worker_ready(State(h): State<Arc<WorkerHealth>>) -> impl IntoResponse {
-    let (c, s, b) = tokio::join!(h.catalog.ping(), h.storage.ping(), h.bus.ping());
-    match (c, s, b) {
-        (Ok(()), Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
-        (c, s, b) => {
-            let failed: Vec<&str> = [("catalog", c.is_err()), ("storage", s.is_err()), ("bus", b.is_err())]
-                .into_iter()
-                .filter_map(|(n, bad)| bad.then_some(n))
-                .collect();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {}", failed.join(", ")),
-            )
-        }
-    }
-}
-
 pub async fn worker(args: WorkerArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     let ca = common.ca.as_ref();
     let ingest = args.ingest.resolve(ca)?;
@@ -158,17 +121,23 @@ pub async fn worker(args: WorkerArgs, common: &Common, shutdown: CancellationTok
         telegram,
         ingest.pipeline,
     ));
-    let health = Arc::new(WorkerHealth {
-        catalog,
-        storage,
-        bus: bus.clone(),
-        metrics: pipeline.metrics().clone(),
-    });
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(worker_ready))
-        .route("/metrics", get(worker_metrics))
-        .with_state(health);
+    let readiness = {
+        let bus = bus.clone();
+        teledrop_metrics::Readiness::new()
+            .check("catalog", move || {
+                let catalog = catalog.clone();
+                async move { catalog.ping().await }
+            })
+            .check("storage", move || {
+                let storage = storage.clone();
+                async move { storage.ping().await }
+            })
+            .check("bus", move || {
+                let bus = bus.clone();
+                async move { bus.ping().await }
+            })
+    };
+    let app = teledrop_metrics::ops_router(teledrop_metrics::registry(&[&**pipeline.metrics()]), readiness);
     let http = tokio::spawn(serve(
         "worker",
         None,
@@ -229,35 +198,6 @@ pub async fn webhook(args: WebhookArgs, common: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct ControllerHealth {
-    catalog: Arc<dyn Catalog>,
-    storage: Storage,
-    metrics: Arc<teledrop_controller::Metrics>,
-}
-
-async fn controller_ready(State(h): State<Arc<ControllerHealth>>) -> impl IntoResponse {
-    // A replica waiting for the lease is ready: it serves metrics and
-    // takes over as soon as the leader goes.
-    match tokio::join!(h.catalog.ping(), h.storage.ping()) {
-        (Ok(()), Ok(())) => (StatusCode::OK, "ready".to_owned()),
-        (c, s) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "not ready:{}{}",
-                if c.is_err() { " catalog" } else { "" },
-                if s.is_err() { " storage" } else { "" }
-            ),
-        ),
-    }
-}
-
-async fn controller_metrics(State(h): State<Arc<ControllerHealth>>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        h.metrics.render(),
-    )
-}
-
 pub async fn controller(args: ControllerArgs, common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     use teledrop_controller::{
         Context as ControllerContext, LeaseSettings, Metrics, Stop, lead, leadership, run_controller,
@@ -296,16 +236,7 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
         metrics.clone(),
     ));
 
-    let health = Arc::new(ControllerHealth {
-        catalog,
-        storage,
-        metrics: metrics.clone(),
-    });
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(controller_ready))
-        .route("/metrics", get(controller_metrics))
-        .with_state(health);
+    let app = teledrop_controller::admin_router(catalog, storage, &metrics);
     let http = tokio::spawn(serve(
         "controller",
         None,
@@ -331,12 +262,12 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
     lead(leader, shutdown.clone().cancelled_owned(), move |stop: Stop| {
         let (ctx, sweeper, metrics, namespace) = (ctx.clone(), sweeper.clone(), metrics.clone(), namespace.clone());
         async move {
-            metrics.leader.store(true, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(true);
             tokio::join!(
                 run_controller(ctx, namespace, stop.clone(), std::time::Duration::from_secs(20)),
                 run_orphan_collection(sweeper, metrics.clone(), grace, every, stop.cancelled()),
             );
-            metrics.leader.store(false, std::sync::atomic::Ordering::Relaxed);
+            metrics.set_leader(false);
         }
     })
     .await;

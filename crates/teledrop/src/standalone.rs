@@ -66,12 +66,12 @@ pub async fn run(
         .context("reading unfinished jobs")?;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(limits.worker_concurrency * 4));
 
-    // One `/metrics` on the admin port: the link server's and the worker's.
-    let links = LinksState::with_more_metrics(
-        catalog.clone(),
-        storage.clone(),
-        LinksConfig::default(),
-        vec![pipeline.metrics().clone() as Arc<dyn teledrop_metrics::Render>],
+    let links = LinksState::new(catalog.clone(), storage.clone(), LinksConfig::default());
+    // One ops surface on the admin port: the link server's readiness, and
+    // its metrics with the worker's.
+    let ops = teledrop_metrics::ops_router(
+        teledrop_metrics::registry(&[&links, &**pipeline.metrics()]),
+        links.readiness(),
     );
     args.admin.check_apart_from(args.listen)?;
     let listener = crate::roles::bind("TELEDROP_LISTEN", args.listen).await?;
@@ -93,7 +93,7 @@ pub async fn run(
     }
     {
         let public = (listener, teledrop_links::router(links.clone()));
-        let admin = (admin_listener, teledrop_links::admin_router(links.clone()));
+        let admin = (admin_listener, ops);
         let (stop, limits) = (shutdown.clone(), common.http.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve_with_admin("links", Some(public), admin, &limits, stop).await {

@@ -15,7 +15,7 @@ use tracing::{error, warn};
 
 pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dyn Bus>, shutdown: CancellationToken) {
     let mut offset: Option<i64> = None;
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new();
     'poll: loop {
         let polled = tokio::select! {
             _ = shutdown.cancelled() => break 'poll,
@@ -87,17 +87,21 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
     }
 }
 
-/// Doubling delay from 500 ms to 30 s.
-#[derive(Default)]
-struct Backoff(u32);
+/// Delays after failures: doubling from 500 ms, below 30 s, jittered
+/// (`teledrop_core::backoff`); a success starts them over.
+struct Backoff(teledrop_core::backoff::Delays);
 
 impl Backoff {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self(teledrop_core::backoff::delays(Self::MIN, Self::MAX))
+    }
     fn next(&mut self) -> Duration {
-        let d = Duration::from_millis(500u64 << self.0.min(6)).min(Duration::from_secs(30));
-        self.0 += 1;
-        d
+        self.0.next().unwrap_or(Self::MAX)
     }
     fn reset(&mut self) {
-        self.0 = 0;
+        *self = Self::new();
     }
 }
