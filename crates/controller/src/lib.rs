@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teledrop_catalog::{Catalog, CatalogError};
 use teledrop_retention::{
-    Policy, RetentionPolicy, RetentionPolicyStatus, RunCounts, SweepError, SweepReport, Sweeper, UsageStatus,
+    Policy, PolicyEnforcer, RetentionPolicy, RetentionPolicyStatus, RunCounts, SweepError, SweepReport, UsageStatus,
 };
 use tokio::sync::watch;
 
@@ -83,7 +83,7 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub catalog: Arc<dyn Catalog>,
-    pub sweeper: Sweeper,
+    pub sweeper: PolicyEnforcer,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per policy, for the error backoff.
@@ -94,7 +94,7 @@ impl Context {
     pub fn new(
         client: Client,
         catalog: Arc<dyn Catalog>,
-        sweeper: Sweeper,
+        sweeper: PolicyEnforcer,
         reporter: Reporter,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -476,7 +476,7 @@ where
 /// Removes orphaned objects every `every` until `stop` completes,
 /// counting what it removed and its failures.
 pub async fn run_orphan_collection(
-    sweeper: Sweeper,
+    sweeper: PolicyEnforcer,
     metrics: Arc<Metrics>,
     grace: Duration,
     every: Duration,

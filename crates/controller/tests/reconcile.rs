@@ -4,7 +4,6 @@
 //! folder store behind the sweep. Every scenario has a deadline.
 
 use chrono::Utc;
-use futures::stream;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -13,10 +12,10 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use teledrop_catalog::{Catalog, SqliteCatalog, StoredBlob, Transition};
+use teledrop_catalog::{Catalog, SqliteCatalog};
 use teledrop_controller::{Context, FINALIZER, Metrics, backoff, error_policy, lead, reconcile};
-use teledrop_core::{ChatId, IncomingFile, JobState, MediaKind, MessageId, NewLink, ObjectKey, UpdateId, UserId};
-use teledrop_retention::{RetentionPolicy, RetentionPolicySpec, Sweeper};
+use teledrop_core::{NewLink, UpdateId, UserId};
+use teledrop_retention::{PolicyEnforcer, RetentionPolicy, RetentionPolicySpec};
 use teledrop_storage::Storage;
 use tokio::sync::watch;
 use tower_test::mock::{Handle, SendResponse};
@@ -47,7 +46,7 @@ async fn env() -> Env {
     let ctx = Arc::new(Context::new(
         client,
         catalog.clone(),
-        Sweeper::new(catalog.clone(), storage.clone()),
+        PolicyEnforcer::new(catalog.clone(), storage.clone()),
         Reporter {
             controller: "teledrop-controller".into(),
             instance: Some("test-pod".into()),
@@ -77,45 +76,16 @@ fn policy(spec: Value, finalized: bool) -> RetentionPolicy {
 }
 
 async fn old_file(env: &Env) {
-    let incoming = IncomingFile {
-        user_id: UserId(1),
-        chat_id: ChatId(10),
-        message_id: MessageId(1),
-        kind: MediaKind::Document,
-        telegram_file_id: "BQACAgIAAx0old".into(),
-        file_unique_id: "AgADold".into(),
-        size: Some(5),
-        file_name: "old.txt".into(),
-        mime_type: "text/plain".into(),
-    };
-    let job = env.catalog.accept_job(UpdateId(1), &incoming).await.unwrap().into_job();
-    env.catalog
-        .transition(job.id, Transition::new(JobState::Pending, JobState::Running, "test"))
-        .await
-        .unwrap();
-    let key = ObjectKey::for_new_blob();
-    let put = env
-        .storage
-        .put_stream(
-            &key,
-            stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"hello"))]),
-            Some(5),
-            u64::MAX,
-        )
-        .await
-        .unwrap();
-    env.catalog
-        .commit_stored(
-            job.id,
-            StoredBlob {
-                object_key: key,
-                size: put.size,
-                sha256: put.sha256,
-            },
-            NewLink::unlimited(),
-        )
-        .await
-        .unwrap();
+    let incoming = teledrop_fixtures::document(1, UserId(1), "old.txt", "text/plain", 5);
+    teledrop_fixtures::store_committed(
+        &*env.catalog,
+        &env.storage,
+        UpdateId(1),
+        &incoming,
+        b"hello",
+        NewLink::unlimited(),
+    )
+    .await;
 }
 
 /// One expected request: method, path (without query), what the query

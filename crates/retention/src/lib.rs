@@ -14,8 +14,6 @@ pub use policy::{
     UsageStatus,
 };
 pub use schedule::{collect_orphans_every, install_file_policies, run_schedule};
-/// The former name of [`PolicyEnforcer`], kept until its callers move.
-pub use sweep::PolicyEnforcer as Sweeper;
 pub use sweep::{
     Incoming, Limit, OrphanReport, PolicyEnforcer, QuotaExceeded, QuotaScope, QuotaVerdict, Reason, SweepError,
     SweepReport, quota_lock_scope,

@@ -224,7 +224,7 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
     let metrics = Arc::new(Metrics::default());
-    let sweeper = teledrop_retention::Sweeper::new(catalog.clone(), storage.clone());
+    let sweeper = teledrop_retention::PolicyEnforcer::new(catalog.clone(), storage.clone());
     let ctx = Arc::new(ControllerContext::new(
         client.clone(),
         catalog.clone(),

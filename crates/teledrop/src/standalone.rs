@@ -80,7 +80,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     {
         info!(policies = policies.len(), "retention policies in force");
-        let sweeper = teledrop_retention::Sweeper::new(catalog.clone(), storage.clone());
+        let sweeper = teledrop_retention::PolicyEnforcer::new(catalog.clone(), storage.clone());
         let stop = shutdown.clone();
         let (grace, every) = (args.orphans.orphan_grace, args.orphans.orphan_interval);
         tasks.spawn(teledrop_retention::run_schedule(

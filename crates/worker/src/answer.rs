@@ -4,6 +4,7 @@
 
 use crate::Pipeline;
 use crate::failure::Fault;
+use crate::metrics::Step;
 use crate::outcome::Outcome;
 use crate::replies::{self, FinalOutcome};
 use teledrop_core::{ErrorKind, JobRecord, JobState};
@@ -19,6 +20,13 @@ impl Pipeline {
     /// (or recovery) finds the job final but unreplied and replies then.
     #[tracing::instrument(name = "reply", skip_all, fields(job = %job.id, state = %job.state))]
     pub async fn reply_outcome(&self, job: &JobRecord) -> Outcome {
+        let began = std::time::Instant::now();
+        let outcome = self.reply_once(job).await;
+        self.metrics.observe_step(Step::reply, began.elapsed());
+        outcome
+    }
+
+    async fn reply_once(&self, job: &JobRecord) -> Outcome {
         let text = match self.final_outcome(job).await {
             Ok(Some(outcome)) => replies::final_reply(&outcome, self.limits()),
             Ok(None) => return Outcome::Done,

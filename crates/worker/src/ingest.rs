@@ -10,12 +10,14 @@
 
 use crate::Pipeline;
 use crate::failure::{Refusal, StepFailure};
+use crate::metrics::Step;
 use crate::replies;
 use crate::status::StatusEditor;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use teledrop_catalog::{Admission, StoredBlob};
 use teledrop_core::{CLOUD_DOWNLOAD_LIMIT, ErrorKind, JobRecord, MessageId, NewLink, ObjectKey};
 use teledrop_storage::StorageError;
@@ -47,9 +49,17 @@ impl ByteLimit {
     }
 }
 
+/// A job whose file is stored: the committed job, and whether this
+/// attempt uploaded the bytes (not a blob already stored).
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) job: JobRecord,
+    pub(crate) uploaded: bool,
+}
+
 impl Pipeline {
     /// Stores the job's file and commits it; returns the stored job.
-    pub(crate) async fn ingest(&self, job: &JobRecord) -> Result<JobRecord, StepFailure> {
+    pub(crate) async fn ingest(&self, job: &JobRecord) -> Result<Stored, StepFailure> {
         let f = &job.incoming;
         if job.attempts > 1 {
             self.abort_earlier_uploads(job).await;
@@ -83,11 +93,13 @@ impl Pipeline {
         // flow during the upload, which pulls them.
         let download = tracing::info_span!("download", size = tracing::field::Empty);
         let asking = StatusEditor::asking(&self.telegram, f, job.status_message_id, self.config.progress_interval);
+        let asked = Instant::now();
         let remote = self
             .telegram
             .resolve(&f.telegram_file_id)
             .instrument(download.clone())
             .await;
+        self.metrics.observe_step(Step::get_file, asked.elapsed());
         asking.stop().await;
         let remote = remote?;
         let expected = remote.size.or(f.size);
@@ -165,6 +177,7 @@ impl Pipeline {
         download: tracing::Span,
     ) -> Result<StoredBlob, StepFailure> {
         let f = &job.incoming;
+        let opened = Instant::now();
         let source = self.telegram.open(remote).instrument(download).await?;
         let key = ObjectKey::for_job_upload(job.id);
         let received = Arc::new(AtomicU64::new(0));
@@ -183,11 +196,16 @@ impl Pipeline {
             chunk
         });
         let upload = tracing::info_span!("upload", key = %key, bytes = tracing::field::Empty);
+        let uploading = Instant::now();
         let put = self
             .storage
             .put_stream(&key, counted, expected, limit.bytes)
             .instrument(upload.clone())
             .await;
+        // The upload pulls the download: the download's time is the whole
+        // transfer, the upload's the part after the stream opened.
+        self.metrics.observe_step(Step::upload, uploading.elapsed());
+        self.metrics.observe_step(Step::download, opened.elapsed());
         if let Ok(put) = &put {
             upload.record("bytes", put.size);
         }
@@ -226,7 +244,14 @@ impl Pipeline {
     /// Commits a stored blob. `fresh` says the object was uploaded by this
     /// attempt (not a shared blob being reused).
     #[tracing::instrument(name = "commit", skip_all, fields(job = %job.id, fresh))]
-    async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<JobRecord, StepFailure> {
+    async fn commit(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<Stored, StepFailure> {
+        let began = Instant::now();
+        let committed = self.commit_inner(job, stored, fresh).await;
+        self.metrics.observe_step(Step::commit, began.elapsed());
+        committed
+    }
+
+    async fn commit_inner(&self, job: &JobRecord, stored: StoredBlob, fresh: bool) -> Result<Stored, StepFailure> {
         let uploaded = stored.object_key.clone();
         let hold = match self.quotas.lock(&job.incoming, stored.size).await {
             Ok(hold) => hold,
@@ -274,7 +299,7 @@ impl Pipeline {
         let mut stored = committed.job;
         // The status message may have been sent during this attempt.
         stored.status_message_id = stored.status_message_id.or(job.status_message_id);
-        Ok(stored)
+        Ok(Stored { job: stored, uploaded })
     }
 }
 

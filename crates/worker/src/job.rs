@@ -10,9 +10,11 @@
 use crate::Pipeline;
 use crate::failure::{Fault, Refusal, StepFailure};
 use crate::fair::{Begin, Lines};
+use crate::ingest::Stored;
+use crate::metrics::JobOutcome;
 use crate::outcome::Outcome;
 use crate::replies;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use teledrop_catalog::{CatalogError, Transition};
 use teledrop_core::{ErrorKind, JobId, JobRecord, JobState};
 use tracing::warn;
@@ -25,7 +27,7 @@ pub const STALE_RUNNING: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug)]
 pub(crate) enum JobEnd {
     /// The file is stored: the committed job.
-    Stored(Box<JobRecord>),
+    Stored(Box<Stored>),
     /// Refused by rule: failed for good, and the user is told why.
     Refused(Refusal),
     /// A retryable fault with attempts left: back to `pending`.
@@ -80,7 +82,21 @@ impl Pipeline {
     #[tracing::instrument(name = "job", skip_all, fields(job = %job.id))]
     pub(crate) async fn finish(&self, job: JobRecord) -> Outcome {
         let _running = self.metrics.running();
+        if job.attempts <= 1 {
+            // From acceptance to this first run: the wait in the queue
+            // (a retry's time since acceptance includes its earlier runs).
+            let waited = chrono::Utc::now().signed_duration_since(job.created_at);
+            self.metrics.queue_wait(waited.to_std().unwrap_or_default());
+        }
+        let started = Instant::now();
         let end = self.attempt(&job).await;
+        let outcome = match &end {
+            JobEnd::Stored(s) if s.uploaded => JobOutcome::stored,
+            JobEnd::Stored(_) => JobOutcome::deduplicated,
+            JobEnd::Retry(_) => JobOutcome::retried,
+            JobEnd::Refused(_) | JobEnd::Failed(_) => JobOutcome::failed,
+        };
+        self.metrics.job_finished(outcome, started.elapsed());
         self.settle(&job, JobState::Running, end).await
     }
 
@@ -102,7 +118,7 @@ impl Pipeline {
     /// state `from`) and tells the user when that is final.
     pub(crate) async fn settle(&self, job: &JobRecord, from: JobState, end: JobEnd) -> Outcome {
         match end {
-            JobEnd::Stored(stored) => self.reply_outcome(&stored).await,
+            JobEnd::Stored(stored) => self.reply_outcome(&stored.job).await,
             JobEnd::Retry(fault) => {
                 let attempt = job.attempts;
                 warn!(job = %job.id, attempt, kind = %fault.kind, error = %fault.detail, "job will be retried");

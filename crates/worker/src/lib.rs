@@ -49,7 +49,7 @@ mod status;
 pub use failure::CATALOG_BUSY_RETRY;
 pub use intake::IntakeError;
 pub use job::STALE_RUNNING;
-pub use metrics::WorkerMetrics;
+pub use metrics::{JobOutcome, Step, WorkerMetrics};
 pub use outcome::{Intake, Outcome};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use poll::run_poller;

@@ -29,9 +29,9 @@ pub enum Outcome {
 
 impl Outcome {
     /// A retry after what the failure asked for (`hint`), or else after a
-    /// backoff doubling with each `attempt`; two minutes at most.
+    /// jittered backoff doubling with each `attempt`; two minutes at most.
     pub(crate) fn retry(hint: Option<Duration>, attempt: u32) -> Self {
-        let base = Duration::from_secs(1u64 << attempt.min(6));
+        let base = teledrop_core::backoff::nth(Duration::from_secs(2), Duration::from_secs(128), attempt);
         Self::Retry(hint.unwrap_or(base).min(Duration::from_secs(120)))
     }
 }
