@@ -69,23 +69,47 @@ async fn probes_and_metrics_answer_only_on_the_admin_listeners() {
     assert_eq!(download.status(), 200, "{link}");
     assert_eq!(download.bytes().await.unwrap().len() as u64, sent.size);
 
-    let families = [
-        "teledrop_links_download_responses_total",
-        "teledrop_webhook_requests_total",
-        "teledrop_worker_jobs_total",
+    // Each role's counters, and the histograms of what it just did: the
+    // download's latency, and the stored job's duration, queue wait and
+    // steps (recorded as the job ends, maybe after the reply arrived).
+    let series: [&[&str]; 3] = [
+        &[
+            "teledrop_links_download_responses_total{code=\"200\"} 1",
+            "teledrop_links_request_duration_seconds_count{route=\"download\",code=\"200\"} 1",
+        ],
+        &["teledrop_webhook_requests_total"],
+        &[
+            "teledrop_worker_jobs_total",
+            "teledrop_worker_job_duration_seconds_count{outcome=\"stored\"} 1",
+            "teledrop_worker_queue_wait_seconds_count 1",
+            "teledrop_worker_step_duration_seconds_count{step=\"get_file\"} 1",
+            "teledrop_worker_step_duration_seconds_count{step=\"download\"} 1",
+            "teledrop_worker_step_duration_seconds_count{step=\"upload\"} 1",
+            "teledrop_worker_step_duration_seconds_count{step=\"commit\"} 1",
+            "teledrop_worker_step_duration_seconds_count{step=\"reply\"} 1",
+        ],
     ];
-    for (p, family) in roles.iter().zip(families) {
+    for (p, expected) in roles.iter().zip(series) {
         let admin = p.admin_url();
         for path in PROBES {
             assert_eq!(status(&format!("{admin}{path}")).await, 200, "{admin}{path}");
         }
-        let text = reqwest::get(format!("{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(text.contains(family), "{family} in {admin}/metrics:\n{text}");
+        let metrics = || async {
+            reqwest::get(format!("{admin}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let shown = teledrop_testkit::poll_until(START, || async {
+            let text = metrics().await;
+            expected.iter().all(|s| text.contains(s)).then_some(())
+        })
+        .await;
+        if shown.is_none() {
+            panic!("{expected:?} in {admin}/metrics:\n{}", metrics().await);
+        }
     }
     // A download on the admin listener is no route either.
     let token_path = link.strip_prefix(&public).expect("links name TELEDROP_PUBLIC_URL");
