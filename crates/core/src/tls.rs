@@ -23,11 +23,12 @@ pub fn install_crypto_provider() {
 /// Why a certificate or key file was refused. Each names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
-    #[error("{var}: cannot read {path}: {source}")]
+    // `cause`, not `source`: printed here, so not a `source()` as well.
+    #[error("{var}: cannot read {path}: {cause}")]
     Read {
         var: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{var}: {path} holds no PEM certificate")]
     NoCertificate { var: &'static str, path: PathBuf },
@@ -79,10 +80,10 @@ impl std::fmt::Debug for CaBundle {
 impl CaBundle {
     /// Reads and checks `path`; errors name `var`.
     pub fn load(var: &'static str, path: &Path) -> Result<Self, TlsFileError> {
-        let pem = std::fs::read(path).map_err(|source| TlsFileError::Read {
+        let pem = std::fs::read(path).map_err(|cause| TlsFileError::Read {
             var,
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let certs = certificates(var, path, &pem)?;
         Ok(Self {
@@ -135,10 +136,10 @@ impl Clone for ClientIdentity {
 impl ClientIdentity {
     pub fn load(cert_var: &'static str, cert: &Path, key_var: &'static str, key: &Path) -> Result<Self, TlsFileError> {
         let chain = CaBundle::load(cert_var, cert)?.certs.to_vec();
-        let pem = std::fs::read(key).map_err(|source| TlsFileError::Read {
+        let pem = std::fs::read(key).map_err(|cause| TlsFileError::Read {
             var: key_var,
             path: key.to_owned(),
-            source,
+            cause,
         })?;
         let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsFileError::NoKey {
             var: key_var,

@@ -10,12 +10,9 @@ use crate::policy::{Policy, RetentionPolicySpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyFileError {
-    #[error("cannot read policy file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // `cause`, not `source`: printed here, so not a `source()` as well.
+    #[error("cannot read policy file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("{origin}: document {index}{name}: {message}")]
     Invalid {
         origin: String,
@@ -48,9 +45,9 @@ struct Metadata {
 
 /// Reads and validates a policy file.
 pub fn load_policy_file(path: &Path) -> Result<Vec<Policy>, PolicyFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyFileError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| PolicyFileError::Read {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     parse_policy_documents(&path.display().to_string(), &text)
 }

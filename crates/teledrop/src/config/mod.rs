@@ -105,11 +105,12 @@ pub enum ConfigError {
     Invalid { var: &'static str, message: String },
     #[error("{var} and {var}_FILE are both set: use one")]
     Both { var: &'static str },
-    #[error("{var}_FILE: cannot read {path}: {source}")]
+    // `cause`, not `source`: printed here, so not a `source()` as well.
+    #[error("{var}_FILE: cannot read {path}: {cause}")]
     File {
         var: &'static str,
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A certificate or key file; the message names its variable.
     #[error(transparent)]
@@ -137,10 +138,10 @@ pub fn secret_value(
         (Some(v), None) => Ok(Some(v.to_owned())),
         (None, Some(p)) => std::fs::read_to_string(p)
             .map(|s| Some(s.trim().to_owned()))
-            .map_err(|source| ConfigError::File {
+            .map_err(|cause| ConfigError::File {
                 var,
                 path: p.display().to_string(),
-                source,
+                cause,
             }),
         (None, None) => Ok(None),
     }
@@ -164,6 +165,17 @@ mod tests {
             .filter_map(|a| a.get_env())
             .map(|e| e.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let missing = std::path::Path::new("/nonexistent/teledrop-test-file");
+        let secret = secret_value("X", None, Some(missing)).unwrap_err();
+        let ca = ConfigError::from(CaBundle::load("TELEDROP_CA_FILE", missing).unwrap_err());
+        for e in [secret, ca] {
+            let chain = format!("{:#}", anyhow::Error::new(e).context("starting"));
+            assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+        }
     }
 
     #[test]
