@@ -1,16 +1,13 @@
 use teledrop_core::{IllegalTransition, JobState};
 
-/// A variant that wraps another error prints it in its message and does
-/// not also return it from `source()`, so a `{:#}` chain shows each cause
-/// once.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("database URL must start with postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
     #[error("connecting to the database: {0}")]
-    Connect(sqlx::Error),
+    Connect(#[source] sqlx::Error),
     #[error("applying migrations: {0}")]
-    Migrate(sqlx::migrate::MigrateError),
+    Migrate(#[source] sqlx::migrate::MigrateError),
     /// No connection of the pool came free (or could be opened) within
     /// its acquire timeout: every one is busy, or the database does not
     /// answer. Nothing was queried; callers answer "try again later"
@@ -18,7 +15,7 @@ pub enum CatalogError {
     #[error("no database connection free within the pool's acquire timeout (pool exhausted or database unreachable)")]
     PoolTimedOut,
     #[error("database query failed: {0}")]
-    Query(sqlx::Error),
+    Query(#[source] sqlx::Error),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(transparent)]

@@ -45,38 +45,18 @@ pub const FINALIZER: &str = "teledrop.dev/retention-rules";
 /// The field manager of our status writes.
 pub const FIELD_MANAGER: &str = "teledrop-controller";
 
-/// Each variant prints its cause in its message and does not also return
-/// it from `source()`: a `{:#}` chain shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("catalog: {0}")]
-    Catalog(CatalogError),
+    Catalog(#[from] CatalogError),
     #[error("sweep: {0}")]
-    Sweep(SweepError),
+    Sweep(#[from] SweepError),
     #[error("Kubernetes API: {0}")]
-    Kube(kube::Error),
+    Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
-    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the policy has no namespace")]
     NoNamespace,
-}
-
-impl From<CatalogError> for Error {
-    fn from(e: CatalogError) -> Self {
-        Self::Catalog(e)
-    }
-}
-
-impl From<SweepError> for Error {
-    fn from(e: SweepError) -> Self {
-        Self::Sweep(e)
-    }
-}
-
-impl From<kube::Error> for Error {
-    fn from(e: kube::Error) -> Self {
-        Self::Kube(e)
-    }
 }
 
 impl Error {

@@ -27,17 +27,10 @@ pub enum LinksError {
     /// A download limit could not be checked against a settled count.
     #[error("the download count is being written; try again")]
     Busy,
-    // Printed here, so not a `source()` as well: each cause once.
     #[error("catalog: {0}")]
-    Catalog(CatalogError),
+    Catalog(#[from] CatalogError),
     #[error("storage: {0}")]
     Storage(StorageError),
-}
-
-impl From<CatalogError> for LinksError {
-    fn from(e: CatalogError) -> Self {
-        Self::Catalog(e)
-    }
 }
 
 impl From<StorageError> for LinksError {

@@ -25,26 +25,12 @@ use crate::policy::{OnQuotaExceeded, Policy, Quota};
 
 const PAGE: u32 = 500;
 
-/// Each variant prints its cause and does not also return it from
-/// `source()`: a `{:#}` chain shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error("catalog: {0}")]
-    Catalog(CatalogError),
+    Catalog(#[from] CatalogError),
     #[error("storage: {0}")]
-    Storage(StorageError),
-}
-
-impl From<CatalogError> for SweepError {
-    fn from(e: CatalogError) -> Self {
-        Self::Catalog(e)
-    }
-}
-
-impl From<StorageError> for SweepError {
-    fn from(e: StorageError) -> Self {
-        Self::Storage(e)
-    }
+    Storage(#[from] StorageError),
 }
 
 impl SweepError {

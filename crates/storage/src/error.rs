@@ -1,8 +1,6 @@
 //! The storage adapter's error type.
 
-/// Everything that can go wrong talking to object storage. A variant that
-/// wraps another error prints it and does not also return it from
-/// `source()`: a `{:#}` chain shows each cause once.
+/// Everything that can go wrong talking to object storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The storage URL cannot be used (bad syntax, unsupported scheme, …).
@@ -14,7 +12,7 @@ pub enum StorageError {
     Config(String),
     /// The input stream of an upload failed (e.g. the download was cut).
     #[error("the upload's source failed: {0}")]
-    SourceFailed(Box<dyn std::error::Error + Send + Sync>),
+    SourceFailed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The upload's source yielded a different number of bytes than
     /// announced. When the source was too long, `actual` is the count at the
     /// moment the upload was stopped (the source was not read to its end).
@@ -32,7 +30,7 @@ pub enum StorageError {
     InvalidRange,
     /// The object store failed.
     #[error("object store: {0}")]
-    Store(object_store::Error),
+    Store(#[source] object_store::Error),
 }
 
 impl StorageError {
