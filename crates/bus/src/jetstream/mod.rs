@@ -20,6 +20,13 @@
 //! message at a time, so a busy process holds at most one message it has
 //! not handed out yet (and hoards nothing while other workers idle).
 
+mod config;
+mod topology;
+
+pub use config::JetStreamConfig;
+pub(crate) use config::redact_url;
+use topology::{ensure_consumer, ensure_stream};
+
 use crate::{Bus, BusError, Delivery, Envelope, NatsSecurity, Settle, TraceContext};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, pull};
@@ -53,191 +60,6 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(10);
 /// doubling, jittered, below the maximum).
 const FULL_BACKOFF_START: Duration = Duration::from_millis(10);
 const FULL_BACKOFF_MAX: Duration = Duration::from_millis(250);
-
-/// Where and how the bus lives in NATS. `Default` gives the production
-/// names and limits; only `url` usually changes.
-#[derive(Clone)]
-pub struct JetStreamConfig {
-    /// One server URL or several separated by commas
-    /// (`nats://user:pass@host:4222`, `tls://…`).
-    pub url: String,
-    /// The work-queue stream.
-    pub stream: String,
-    /// The subject updates are published on (the work stream's subject).
-    pub subject: String,
-    /// The stream that keeps dead letters (limits retention).
-    pub dead_letter_stream: String,
-    /// The subject dead letters are published on.
-    pub dead_letter_subject: String,
-    /// The durable pull consumer shared by all workers.
-    pub consumer: String,
-    /// A second publish with the same update id within this window is
-    /// stored once. The catalog's unique update id is the real guard.
-    pub duplicate_window: Duration,
-    /// A delivery not settled (or kept alive with `in_progress`) within
-    /// this time goes to another worker.
-    pub ack_wait: Duration,
-    /// Deliveries per message; the delivery with `attempt == max_deliver`
-    /// is the last one (see [`Bus::max_attempts`]). `-1` is unlimited.
-    /// The worker should `term` (or `ack`) that last delivery: a message
-    /// JetStream gave up on without either stays in the work stream,
-    /// counting toward `max_messages`, though no worker sees it again.
-    pub max_deliver: i64,
-    /// Bound on one publish (PubAck included) and on API requests.
-    pub publish_timeout: Duration,
-    /// Backpressure bound: a work stream holding this many messages
-    /// refuses further publishes until workers catch up.
-    pub max_messages: i64,
-    /// Dead letters older than this are discarded.
-    pub dead_letter_max_age: Duration,
-    /// Stream replicas in a NATS cluster (1 on a single server).
-    pub replicas: usize,
-    /// TLS roots, client certificate and credentials.
-    pub security: NatsSecurity,
-}
-
-impl Default for JetStreamConfig {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: "TELEDROP_UPDATES".into(),
-            subject: "teledrop.updates".into(),
-            dead_letter_stream: "TELEDROP_DEADLETTER".into(),
-            dead_letter_subject: "teledrop.deadletter".into(),
-            consumer: "teledrop-workers".into(),
-            duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(60),
-            max_deliver: 10,
-            publish_timeout: Duration::from_secs(5),
-            max_messages: 1_000_000,
-            dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
-            replicas: 1,
-            security: NatsSecurity::default(),
-        }
-    }
-}
-
-impl fmt::Debug for JetStreamConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JetStreamConfig")
-            .field("url", &redact_url(&self.url))
-            .field("stream", &self.stream)
-            .field("subject", &self.subject)
-            .field("dead_letter_stream", &self.dead_letter_stream)
-            .field("dead_letter_subject", &self.dead_letter_subject)
-            .field("consumer", &self.consumer)
-            .field("duplicate_window", &self.duplicate_window)
-            .field("ack_wait", &self.ack_wait)
-            .field("max_deliver", &self.max_deliver)
-            .field("publish_timeout", &self.publish_timeout)
-            .field("max_messages", &self.max_messages)
-            .field("dead_letter_max_age", &self.dead_letter_max_age)
-            .field("replicas", &self.replicas)
-            .field("security", &self.security)
-            .finish()
-    }
-}
-
-impl JetStreamConfig {
-    fn validate(&self) -> Result<(), BusError> {
-        let bad = |what: String| Err(BusError::Topology(format!("invalid bus configuration: {what}")));
-        for (field, name) in [
-            ("stream", &self.stream),
-            ("dead_letter_stream", &self.dead_letter_stream),
-            ("consumer", &self.consumer),
-        ] {
-            if name.is_empty()
-                || name
-                    .chars()
-                    .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
-            {
-                return bad(format!(
-                    "{field} {name:?} must be a non-empty name without '.', '*', '>', slashes or spaces"
-                ));
-            }
-        }
-        for (field, subject) in [
-            ("subject", &self.subject),
-            ("dead_letter_subject", &self.dead_letter_subject),
-        ] {
-            if subject.is_empty() || subject.chars().any(char::is_whitespace) || subject.contains(['*', '>']) {
-                return bad(format!(
-                    "{field} {subject:?} must be a literal subject (no spaces or wildcards)"
-                ));
-            }
-        }
-        if self.stream == self.dead_letter_stream {
-            return bad("stream and dead_letter_stream must differ".into());
-        }
-        if self.subject == self.dead_letter_subject {
-            return bad("subject and dead_letter_subject must differ".into());
-        }
-        if self.max_deliver == 0 || self.max_deliver < -1 {
-            return bad(format!(
-                "max_deliver {} must be positive or -1 (unlimited)",
-                self.max_deliver
-            ));
-        }
-        if self.max_messages == 0 || self.max_messages < -1 {
-            return bad(format!(
-                "max_messages {} must be positive or -1 (unlimited)",
-                self.max_messages
-            ));
-        }
-        for (field, d) in [
-            ("ack_wait", self.ack_wait),
-            ("publish_timeout", self.publish_timeout),
-            ("duplicate_window", self.duplicate_window),
-        ] {
-            if d.is_zero() {
-                return bad(format!("{field} must be positive"));
-            }
-        }
-        Ok(())
-    }
-
-    fn work_stream(&self) -> stream::Config {
-        stream::Config {
-            name: self.stream.clone(),
-            description: Some("teledrop: Telegram updates waiting for a worker".into()),
-            subjects: vec![self.subject.clone()],
-            retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
-            discard: DiscardPolicy::New,
-            max_messages: self.max_messages,
-            duplicate_window: self.duplicate_window,
-            num_replicas: self.replicas.max(1),
-            ..Default::default()
-        }
-    }
-
-    fn dead_letter(&self) -> stream::Config {
-        stream::Config {
-            name: self.dead_letter_stream.clone(),
-            description: Some("teledrop: authenticated webhook bodies that are not updates".into()),
-            subjects: vec![self.dead_letter_subject.clone()],
-            retention: RetentionPolicy::Limits,
-            storage: StorageType::File,
-            discard: DiscardPolicy::Old,
-            max_age: self.dead_letter_max_age,
-            num_replicas: self.replicas.max(1),
-            ..Default::default()
-        }
-    }
-
-    fn pull_consumer(&self) -> pull::Config {
-        pull::Config {
-            durable_name: Some(self.consumer.clone()),
-            description: Some("teledrop: the workers".into()),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            max_deliver: self.max_deliver,
-            replay_policy: ReplayPolicy::Instant,
-            ..Default::default()
-        }
-    }
-}
 
 /// The JetStream bus. Cheap to clone: clones share the connection and
 /// the pull subscription; separate `connect`s (other processes) share the
@@ -668,150 +490,8 @@ impl Settle for JetStreamSettle {
     }
 }
 
-// ---- topology -----------------------------------------------------------------
-
-/// The settings teledrop manages on a stream, as `(name, wanted, found)`
-/// for those that differ.
-fn stream_differences(want: &stream::Config, have: &stream::Config) -> Vec<String> {
-    let mut diffs = Vec::new();
-    let mut check = |name: &str, w: String, h: String| {
-        if w != h {
-            diffs.push(format!("{name} (wanted {w}, found {h})"));
-        }
-    };
-    let mut ws = want.subjects.clone();
-    let mut hs = have.subjects.clone();
-    ws.sort();
-    hs.sort();
-    check("subjects", format!("{ws:?}"), format!("{hs:?}"));
-    check(
-        "retention",
-        format!("{:?}", want.retention),
-        format!("{:?}", have.retention),
-    );
-    check("storage", format!("{:?}", want.storage), format!("{:?}", have.storage));
-    check("discard", format!("{:?}", want.discard), format!("{:?}", have.discard));
-    // The server stores 0 ("no limit") as -1.
-    let limit = |n: i64| if n <= 0 { -1 } else { n };
-    check(
-        "max_msgs",
-        limit(want.max_messages).to_string(),
-        limit(have.max_messages).to_string(),
-    );
-    check("max_age", format!("{:?}", want.max_age), format!("{:?}", have.max_age));
-    if !want.duplicate_window.is_zero() {
-        check(
-            "duplicate_window",
-            format!("{:?}", want.duplicate_window),
-            format!("{:?}", have.duplicate_window),
-        );
-    }
-    check(
-        "num_replicas",
-        want.num_replicas.max(1).to_string(),
-        have.num_replicas.max(1).to_string(),
-    );
-    diffs
-}
-
-/// Ensures a stream with `want`'s managed settings exists: creates it, or
-/// updates an existing one (keeping the settings teledrop does not manage).
-async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<(), BusError> {
-    let name = want.name.clone();
-    // Another process may create the stream between our read and our
-    // create; a few rounds settle every such race.
-    for _ in 0..5 {
-        match js.get_stream(&name).await {
-            Ok(existing) => {
-                let have = &existing.cached_info().config;
-                let diffs = stream_differences(&want, have);
-                if diffs.is_empty() {
-                    return Ok(());
-                }
-                let mut updated = have.clone();
-                updated.subjects = want.subjects.clone();
-                updated.retention = want.retention;
-                updated.storage = want.storage;
-                updated.discard = want.discard;
-                updated.max_messages = want.max_messages;
-                updated.max_age = want.max_age;
-                if !want.duplicate_window.is_zero() {
-                    updated.duplicate_window = want.duplicate_window;
-                }
-                updated.num_replicas = want.num_replicas;
-                let listed = diffs.join(", ");
-                return match js.update_stream(&updated).await {
-                    Ok(_) => {
-                        info!(stream = %name, changed = %listed, "updated the stream's settings");
-                        Ok(())
-                    }
-                    Err(e) => match e.kind() {
-                        CreateStreamErrorKind::JetStream(api) => Err(BusError::Topology(format!(
-                            "stream {name} exists with different settings: {listed}; the server refuses to \
-                             change them ({api}). Move its messages elsewhere and delete the stream, or \
-                             configure teledrop to use another stream name"
-                        ))),
-                        _ => Err(BusError::Transport(format!("updating stream {name}: {e}"))),
-                    },
-                };
-            }
-            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                match js.create_stream(want.clone()).await {
-                    Ok(_) => {
-                        info!(stream = %name, "created the stream");
-                        return Ok(());
-                    }
-                    // Created meanwhile by someone else: compare again.
-                    Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref api) if api.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(match e.kind() {
-                            CreateStreamErrorKind::JetStream(api) => {
-                                BusError::Topology(format!("creating stream {name}: {api}"))
-                            }
-                            _ => BusError::Transport(format!("creating stream {name}: {e}")),
-                        });
-                    }
-                }
-            }
-            Err(e) => return Err(BusError::Transport(format!("reading stream {name}: {e}"))),
-        }
-    }
-    Err(BusError::Topology(format!(
-        "stream {name} keeps changing while teledrop ensures it; is another deployment using it with other settings?"
-    )))
-}
-
-/// Creates the durable pull consumer, or updates it to the wanted settings
-/// (JetStream's create-or-update is idempotent for an identical config).
-async fn ensure_consumer(js: &jetstream::Context, config: &JetStreamConfig) -> Result<PullConsumer, BusError> {
-    let stream = js
-        .get_stream_no_info(&config.stream)
-        .await
-        .map_err(|e| BusError::Topology(format!("stream {}: {e}", config.stream)))?;
-    stream
-        .create_consumer(config.pull_consumer())
-        .await
-        .map_err(|e| match e.kind() {
-            jetstream::stream::ConsumerErrorKind::JetStream(api) => BusError::Topology(format!(
-                "consumer {} on stream {}: {api}. (A work-queue stream takes a single consumer, \
-                 shared by all workers: delete any other consumer on it. Settings the server cannot \
-                 change need the consumer deleted and created again.)",
-                config.consumer, config.stream
-            )),
-            _ => BusError::Transport(format!(
-                "ensuring consumer {} on stream {}: {e}",
-                config.consumer, config.stream
-            )),
-        })
-}
-
 // ---- small helpers ----------------------------------------------------------
 
-/// The URL(s) with any user info (user, password, token) masked.
 /// Whether a rustls error is somewhere in `e`'s chain of causes.
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
@@ -823,21 +503,6 @@ fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
-}
-
-pub(crate) fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|part| {
-            let part = part.trim();
-            let start = part.find("://").map_or(0, |i| i + 3);
-            let authority_end = part[start..].find('/').map_or(part.len(), |i| start + i);
-            match part[start..authority_end].rfind('@') {
-                Some(at) => format!("{}***{}", &part[..start], &part[start + at..]),
-                None => part.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A header value: no control characters (CR/LF would break the
@@ -861,87 +526,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_credentials_in_urls() {
-        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(redact_url("nats://user:secret@nats:4222"), "nats://***@nats:4222");
-        assert_eq!(redact_url("tok@nats"), "***@nats");
-        assert_eq!(
-            redact_url("nats://a:b@one:4222, tls://t0ken@two:4222/x@y"),
-            "nats://***@one:4222,tls://***@two:4222/x@y"
-        );
-        let debug = format!(
-            "{:?}",
-            JetStreamConfig {
-                url: "nats://u:hunter2@h:4222".into(),
-                ..Default::default()
-            }
-        );
-        assert!(!debug.contains("hunter2"), "{debug}");
-    }
-
-    #[test]
     fn sanitizes_reasons() {
         assert_eq!(sanitize_header_value("bad\r\njson\tbody"), "bad  json body");
         assert_eq!(sanitize_header_value("\n"), "unspecified");
         assert_eq!(sanitize_header_value(&"x".repeat(2000)).len(), MAX_REASON_CHARS);
-    }
-
-    #[test]
-    fn validates_the_configuration() {
-        assert!(JetStreamConfig::default().validate().is_ok());
-        for broken in [
-            JetStreamConfig {
-                stream: "a.b".into(),
-                ..Default::default()
-            },
-            JetStreamConfig {
-                consumer: String::new(),
-                ..Default::default()
-            },
-            JetStreamConfig {
-                subject: "teledrop.*".into(),
-                ..Default::default()
-            },
-            JetStreamConfig {
-                dead_letter_subject: "teledrop.updates".into(),
-                ..Default::default()
-            },
-            JetStreamConfig {
-                dead_letter_stream: "TELEDROP_UPDATES".into(),
-                ..Default::default()
-            },
-            JetStreamConfig {
-                max_deliver: 0,
-                ..Default::default()
-            },
-            JetStreamConfig {
-                max_messages: 0,
-                ..Default::default()
-            },
-            JetStreamConfig {
-                ack_wait: Duration::ZERO,
-                ..Default::default()
-            },
-        ] {
-            let err = broken.validate().expect_err("invalid config accepted");
-            assert_eq!(err.label(), "topology", "{err}");
-        }
-    }
-
-    #[test]
-    fn compares_only_managed_stream_settings() {
-        let config = JetStreamConfig::default();
-        let want = config.work_stream();
-        let mut have = want.clone();
-        // What the server fills in is not a difference.
-        have.max_bytes = -1;
-        have.max_consumers = -1;
-        have.num_replicas = 1;
-        assert!(stream_differences(&want, &have).is_empty());
-        have.storage = StorageType::Memory;
-        have.max_messages = 5;
-        let diffs = stream_differences(&want, &have);
-        assert_eq!(diffs.len(), 2, "{diffs:?}");
-        assert!(diffs[0].starts_with("storage"), "{diffs:?}");
     }
 }
