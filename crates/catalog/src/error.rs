@@ -4,9 +4,9 @@ use teledrop_core::{IllegalTransition, JobState};
 pub enum CatalogError {
     #[error("database URL must start with postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
-    #[error("connecting to the database: {0}")]
+    #[error("connecting to the database")]
     Connect(#[source] sqlx::Error),
-    #[error("applying migrations: {0}")]
+    #[error("applying migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     /// No connection of the pool came free (or could be opened) within
     /// its acquire timeout: every one is busy, or the database does not
@@ -14,7 +14,7 @@ pub enum CatalogError {
     /// rather than wait on.
     #[error("no database connection free within the pool's acquire timeout (pool exhausted or database unreachable)")]
     PoolTimedOut,
-    #[error("database query failed: {0}")]
+    #[error("database query failed")]
     Query(#[source] sqlx::Error),
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -24,6 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use teledrop_core::report;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -47,13 +48,13 @@ pub const FIELD_MANAGER: &str = "teledrop-controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("catalog: {0}")]
+    #[error("catalog")]
     Catalog(#[from] CatalogError),
-    #[error("sweep: {0}")]
+    #[error("sweep")]
     Sweep(#[from] SweepError),
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API")]
     Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
+    #[error("finalizer")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the policy has no namespace")]
     NoNamespace,
@@ -137,15 +138,8 @@ pub async fn reconcile(rp: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => {
             ctx.metrics.errors.inc(e.label());
-            publish(
-                &ctx,
-                &rp,
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                &e.to_string(),
-            )
-            .await;
+            let note = report(e).to_string();
+            publish(&ctx, &rp, EventType::Warning, "ReconcileFailed", "Reconcile", &note).await;
         }
     }
     result
@@ -161,7 +155,7 @@ pub fn error_policy(rp: Arc<RetentionPolicy>, error: &Error, ctx: Arc<Context>) 
         *n
     };
     let delay = backoff(n);
-    tracing::warn!(policy = %key_of(&rp), error = %error, label = error.label(), attempt = n, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(policy = %key_of(&rp), error = %report(error), label = error.label(), attempt = n, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -341,7 +335,7 @@ async fn publish(ctx: &Context, rp: &RetentionPolicy, type_: EventType, reason: 
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
-        tracing::warn!(policy = %key_of(rp), error = %e, "could not publish an event");
+        tracing::warn!(policy = %key_of(rp), error = %report(&e), "could not publish an event");
     }
 }
 
@@ -380,7 +374,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<String>, stop: 
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile ended with an error");
+                tracing::debug!(error = %report(&e), "reconcile ended with an error");
             }
         });
     tokio::pin!(controller);

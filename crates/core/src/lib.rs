@@ -16,6 +16,7 @@ pub mod error;
 pub mod file;
 pub mod ids;
 pub mod job;
+pub mod report;
 pub mod secret;
 pub mod size;
 pub mod tls;
@@ -24,6 +25,7 @@ pub use error::ErrorKind;
 pub use file::{BlobRecord, FileRecord, IncomingFile, LinkRecord, MediaKind, NewLink, Usage};
 pub use ids::{ChatId, FileId, JobId, LinkToken, MessageId, ObjectKey, Sha256, UpdateId, UserId};
 pub use job::{IllegalTransition, JobEvent, JobRecord, JobState};
+pub use report::{Report, report};
 pub use secret::{BotToken, Redactor, Secret};
 pub use size::ByteSize;
 

@@ -27,6 +27,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{BusError, Envelope};
+use teledrop_core::report;
 use tracing::{debug, warn};
 
 /// The header Telegram sends with the secret given to `setWebhook`.
@@ -161,8 +162,8 @@ pub enum IngressError {
     Unreadable,
     #[error("missing or wrong secret token")]
     Unauthorized,
-    #[error("the bus did not take the update: {0}")]
-    Unavailable(BusError, Duration),
+    #[error("the bus did not take the update")]
+    Unavailable(#[source] BusError, Duration),
 }
 
 impl IngressError {
@@ -325,7 +326,7 @@ async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, IngressErro
 }
 
 fn unavailable(s: &Inner, e: BusError) -> IngressError {
-    warn!(error = %e, "bus unavailable: answering 503 so Telegram retries");
+    warn!(error = %report(&e), "bus unavailable: answering 503 so Telegram retries");
     tracing::Span::current().record("outcome", Outcome::unavailable.as_str());
     s.metrics.count(Outcome::unavailable);
     IngressError::Unavailable(e, s.config.retry_after)

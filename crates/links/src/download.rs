@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::str::FromStr;
 use std::time::Duration;
+use teledrop_core::report;
 use teledrop_core::{FileRecord, LinkRecord, LinkToken};
 use teledrop_storage::StorageError;
 
@@ -226,7 +227,7 @@ pub(crate) async fn download(
         read.stream
             .inspect_ok(move |chunk| sent.inner.metrics.served(chunk.len()))
             .inspect_err(move |e| {
-                tracing::warn!(%file_id, error = e.label(), detail = %e, "reading the object failed mid-stream");
+                tracing::warn!(%file_id, error = e.label(), detail = %report(e), "reading the object failed mid-stream");
             }),
     );
     Ok((status, response_headers, body).into_response())

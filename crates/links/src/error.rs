@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use teledrop_catalog::CatalogError;
 use teledrop_core::file::LinkGone;
+use teledrop_core::report;
 use teledrop_storage::StorageError;
 
 use crate::range::unsatisfied_content_range;
@@ -27,10 +28,10 @@ pub enum LinksError {
     /// A download limit could not be checked against a settled count.
     #[error("the download count is being written; try again")]
     Busy,
-    #[error("catalog: {0}")]
+    #[error("catalog")]
     Catalog(#[from] CatalogError),
-    #[error("storage: {0}")]
-    Storage(StorageError),
+    #[error("storage")]
+    Storage(#[source] StorageError),
 }
 
 impl From<StorageError> for LinksError {
@@ -119,14 +120,14 @@ impl IntoResponse for LinksError {
                 ("Temporarily unavailable", "Please try again in a moment.")
             }
             Self::Catalog(e) => {
-                tracing::error!(error = label, detail = %e, "catalog failed while serving a link");
+                tracing::error!(error = label, detail = %report(e), "catalog failed while serving a link");
                 (
                     "Temporarily unavailable",
                     "Something went wrong on our side. Please try again in a moment.",
                 )
             }
             Self::Storage(e) => {
-                tracing::error!(error = label, detail = %e, "storage failed while serving a link");
+                tracing::error!(error = label, detail = %report(e), "storage failed while serving a link");
                 (
                     "Temporarily unavailable",
                     "Something went wrong on our side. Please try again in a moment.",

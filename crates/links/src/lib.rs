@@ -48,6 +48,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use teledrop_catalog::Catalog;
+use teledrop_core::report;
 use teledrop_storage::Storage;
 use tracing::Instrument;
 
@@ -166,7 +167,7 @@ impl LinksState {
                 () = &mut shutdown => break,
                 _ = ticker.tick() => {
                     if let Err(e) = self.flush_downloads().await {
-                        tracing::warn!(error = e.label(), detail = %e, "recording download counts failed; will retry");
+                        tracing::warn!(error = e.label(), detail = %report(&e), "recording download counts failed; will retry");
                     }
                 }
             }
@@ -174,7 +175,7 @@ impl LinksState {
         if let Err(e) = self.flush_downloads().await {
             tracing::error!(
                 error = e.label(),
-                detail = %e,
+                detail = %report(&e),
                 "recording download counts at shutdown failed; they are lost"
             );
         }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_catalog::Catalog;
+use teledrop_core::report;
 
 use crate::policy::Policy;
 use crate::sweep::{OrphanReport, PolicyEnforcer, SweepError};
@@ -52,7 +53,7 @@ pub async fn run_schedule(
                     _ = ticker.tick() => {}
                 }
                 if let Err(e) = enforcer.sweep(&policy, Utc::now(), false).await {
-                    tracing::warn!(policy = %policy.key, error = %e, label = e.label(), "sweep failed; retrying at the next interval");
+                    tracing::warn!(policy = %policy.key, error = %report(&e), label = e.label(), "sweep failed; retrying at the next interval");
                 }
             }
         });
@@ -101,7 +102,7 @@ pub async fn collect_orphans_every(
                 aborted_uploads = r.aborted_uploads,
                 "orphan collection done"
             ),
-            Err(e) => tracing::warn!(error = %e, label = e.label(), "orphan collection failed"),
+            Err(e) => tracing::warn!(error = %report(e), label = e.label(), "orphan collection failed"),
         }
         observe(&result);
     }

@@ -27,9 +27,9 @@ const PAGE: u32 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
-    #[error("catalog: {0}")]
+    #[error("catalog")]
     Catalog(#[from] CatalogError),
-    #[error("storage: {0}")]
+    #[error("storage")]
     Storage(#[from] StorageError),
 }
 

@@ -22,6 +22,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use teledrop_core::report;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -483,7 +484,7 @@ impl Drop for UploadGuard {
 /// a failure leaves blocks Azure expires within a week, so it is logged.
 async fn discard_azure_blocks(uploads: &AzureUploads, key: &ObjectKey) {
     if let Err(e) = uploads.discard_relative(key.as_str()).await {
-        tracing::warn!(key = %key, error = %e, "dropping the blocks of an aborted Azure upload failed");
+        tracing::warn!(key = %key, error = %report(&e), "dropping the blocks of an aborted Azure upload failed");
     }
 }
 

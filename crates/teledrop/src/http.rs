@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use teledrop_core::{Report, report};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
@@ -105,7 +106,7 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
-                    warn!(server = name, error = %e, "accept failed");
+                    warn!(server = name, error = %report(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -113,14 +114,14 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         if let Err(e) = tcp.set_nodelay(true) {
-            debug!(server = name, error = %e, "TCP_NODELAY not set");
+            debug!(server = name, error = %report(&e), "TCP_NODELAY not set");
         }
         let io = TokioIo::new(IdleTimeout::new(tcp, limits.idle_timeout));
         let service = TowerToHyperService::new(app.clone());
         let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                debug!(server = name, %peer, error = %e, "connection ended with an error");
+                debug!(server = name, %peer, error = %Report(e.as_ref()), "connection ended with an error");
             }
             drop(permit);
         });

@@ -33,9 +33,10 @@ async fn main() -> std::process::ExitCode {
     let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` prints the whole chain: "opening the catalog: …: …".
-            tracing::error!(error = format!("{e:#}"), "teledrop failed");
-            eprintln!("teledrop: {e:#}");
+            // The whole chain, each cause once: "opening the catalog: …: …".
+            let report = teledrop_core::Report(e.as_ref());
+            tracing::error!(error = %report, "teledrop failed");
+            eprintln!("teledrop: {report}");
             std::process::ExitCode::FAILURE
         }
     };

@@ -10,6 +10,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use teledrop_bus::{Bus, BusError, JetStreamBus};
+use teledrop_core::report;
 use teledrop_core::tls::CaBundle;
 use teledrop_links::{LinksConfig, LinksState};
 use teledrop_telegram::Telegram;
@@ -273,7 +274,7 @@ pub async fn controller(args: ControllerArgs, common: &Common, shutdown: Cancell
     .await;
     // Dropping the receiver inside `lead` released the lease.
     if let Ok(Err(e)) = lease_task.await {
-        tracing::warn!(error = %e, "releasing the lease failed; another replica takes over when it expires");
+        tracing::warn!(error = %report(&e), "releasing the lease failed; another replica takes over when it expires");
     }
     http.await.context("HTTP server task")??;
     Ok(())

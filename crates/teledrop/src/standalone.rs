@@ -4,6 +4,7 @@ use crate::config::{ConfigError, DbRole, StandaloneArgs};
 use anyhow::Context;
 use std::sync::Arc;
 use teledrop_bus::{Bus, MemoryBus};
+use teledrop_core::report;
 use teledrop_links::{LinksConfig, LinksState};
 use teledrop_telegram::Telegram;
 use teledrop_worker::Pipeline;
@@ -97,7 +98,7 @@ pub async fn run(
         let (stop, limits) = (shutdown.clone(), common.http.clone());
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve_with_admin("links", Some(public), admin, &limits, stop).await {
-                tracing::error!(error = %e, "link server failed");
+                tracing::error!(error = %report(&e), "link server failed");
             }
         });
     }

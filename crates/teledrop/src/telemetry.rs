@@ -20,6 +20,7 @@ use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use teledrop_core::report;
 use teledrop_core::tls::CaBundle;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -52,8 +53,8 @@ impl Telemetry {
         let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
         match done {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "flushing the last spans failed"),
-            Err(e) => tracing::warn!(error = %e, "flushing the last spans failed"),
+            Ok(Err(e)) => tracing::warn!(error = %report(&e), "flushing the last spans failed"),
+            Err(e) => tracing::warn!(error = %report(&e), "flushing the last spans failed"),
         }
     }
 }
@@ -91,7 +92,7 @@ pub fn init(format: LogFormat, role: &str, ca: Option<&CaBundle>) -> Telemetry {
 
     if let Some(e) = failed {
         // Serving files matters more than traces: go on without them.
-        tracing::error!(error = %e, "the OTLP exporter cannot be set up; traces are not exported");
+        tracing::error!(error = %report(&e), "the OTLP exporter cannot be set up; traces are not exported");
     } else if provider.is_some() {
         tracing::info!("exporting traces over OTLP/gRPC");
     }

@@ -335,3 +335,27 @@ async fn killed_mid_stream_the_file_is_stored_and_linked_exactly_once_after_rest
     assert_eq!(links(&final_log).len(), 1);
     proc.terminate(Duration::from_secs(30)).await;
 }
+
+/// A role that cannot start says why on its last line, every cause in the
+/// chain once: our wrapper ("connecting to the database"), sqlx's error and
+/// the operating system's, although sqlx prints its cause and returns it too.
+#[test]
+fn a_failed_start_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A folder that cannot be made: its parent is a file.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let url = format!("sqlite:{}", blocker.join("catalog.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teledrop"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().rfind(|l| l.starts_with("teledrop: ")).unwrap_or_else(|| panic!("{stderr}"));
+    for part in ["connecting to the database", "error communicating with database", "File exists"] {
+        assert_eq!(last.matches(part).count(), 1, "{part:?} once in: {last}");
+    }
+}

@@ -12,7 +12,7 @@ use crate::types::{ChatLog, Faults, FileInfo, FileSpec, LocalFetch, SentFile, Se
 /// Errors of [`SimClient`] calls.
 #[derive(Debug, thiserror::Error)]
 pub enum SimClientError {
-    #[error("tg-sim control request failed: {0}")]
+    #[error("tg-sim control request failed")]
     Http(#[from] reqwest::Error),
     #[error("tg-sim answered {status}: {body}")]
     Status { status: u16, body: String },

@@ -7,6 +7,7 @@ use crate::failure::Fault;
 use crate::metrics::Step;
 use crate::outcome::Outcome;
 use crate::replies::{self, FinalOutcome};
+use teledrop_core::report;
 use teledrop_core::{ErrorKind, JobRecord, JobState};
 use tracing::warn;
 
@@ -53,10 +54,10 @@ impl Pipeline {
             Ok(()) => {}
             // Nobody to tell: the outcome is settled all the same.
             Err(e) if matches!(e.kind(), ErrorKind::BlockedByUser | ErrorKind::TelegramRejected) => {
-                warn!(job = %job.id, error = %e, "final reply refused by Telegram");
+                warn!(job = %job.id, error = %report(&e), "final reply refused by Telegram");
             }
             Err(e) => {
-                warn!(job = %job.id, error = %e, "final reply not delivered yet");
+                warn!(job = %job.id, error = %report(&e), "final reply not delivered yet");
                 return Outcome::retry(e.retry_after(), 1);
             }
         }

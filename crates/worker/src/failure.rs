@@ -12,6 +12,7 @@ use crate::rate_limit::RateLimit;
 use std::time::Duration;
 use teledrop_catalog::CatalogError;
 use teledrop_core::ErrorKind;
+use teledrop_core::report;
 use teledrop_retention::{QuotaExceeded, SweepError};
 use teledrop_storage::StorageError;
 use teledrop_telegram::TelegramError;
@@ -87,7 +88,7 @@ impl From<TelegramError> for Fault {
         Self {
             kind: e.kind(),
             retry_after: e.retry_after(),
-            detail: e.to_string(),
+            detail: report(&e).to_string(),
         }
     }
 }
@@ -103,7 +104,7 @@ impl From<StorageError> for Fault {
         Self {
             kind,
             retry_after: None,
-            detail: e.to_string(),
+            detail: report(&e).to_string(),
         }
     }
 }
@@ -114,7 +115,7 @@ impl From<CatalogError> for Fault {
         Self {
             kind: ErrorKind::Catalog,
             retry_after,
-            detail: e.to_string(),
+            detail: report(&e).to_string(),
         }
     }
 }
@@ -126,7 +127,7 @@ impl From<SweepError> for Fault {
             SweepError::Storage(e) => Self {
                 kind: ErrorKind::Storage,
                 retry_after: None,
-                detail: format!("quota check: {e}"),
+                detail: format!("quota check: {}", report(&e)),
             },
         }
     }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use teledrop_catalog::{Admission, StoredBlob};
+use teledrop_core::report;
 use teledrop_core::{CLOUD_DOWNLOAD_LIMIT, ErrorKind, JobRecord, MessageId, NewLink, ObjectKey};
 use teledrop_storage::StorageError;
 use teledrop_telegram::{RemoteFile, TelegramError};
@@ -237,7 +238,7 @@ impl Pipeline {
         {
             Ok(0) => {}
             Ok(n) => info!(job = %job.id, uploads = n, "aborted uploads an earlier attempt left behind"),
-            Err(e) => warn!(job = %job.id, error = %e, "could not abort an earlier attempt's uploads"),
+            Err(e) => warn!(job = %job.id, error = %report(&e), "could not abort an earlier attempt's uploads"),
         }
     }
 
@@ -269,7 +270,7 @@ impl Pipeline {
             && let Err(e) = lock.release().await
         {
             // The lock went with its transaction all the same.
-            warn!(error = %e, "releasing the quota lock failed");
+            warn!(error = %report(&e), "releasing the quota lock failed");
         }
         let committed = match committed {
             Ok(c) => c,
@@ -289,7 +290,7 @@ impl Pipeline {
         if let Some(extra) = &committed.redundant_object
             && let Err(e) = self.storage.delete(extra).await
         {
-            warn!(error = %e, "could not delete a redundant upload; orphan collection will");
+            warn!(error = %report(&e), "could not delete a redundant upload; orphan collection will");
         }
         info!(job = %job.id, file = %committed.file.id, size = committed.file.size, "file stored");
         self.quotas.count_would_reject(job, &hold.would_reject).await;

@@ -11,6 +11,7 @@ use crate::replies;
 use std::time::Duration;
 use teledrop_bus::Envelope;
 use teledrop_catalog::{Accepted, Notice};
+use teledrop_core::report;
 use teledrop_core::{ChatId, ErrorKind, MessageId};
 use teledrop_telegram::{Command, Inbound, Update, parse_update};
 use tracing::{info, warn};
@@ -52,7 +53,7 @@ impl Pipeline {
         let update: Update = match serde_json::from_slice(&envelope.body) {
             Ok(u) => u,
             Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "dropping an update that does not parse");
+                warn!(update_id = envelope.update_id, error = %report(&e), "dropping an update that does not parse");
                 return Outcome::Drop;
             }
         };
@@ -60,7 +61,7 @@ impl Pipeline {
             Ok(Intake::NewJob(job) | Intake::KnownJob(job)) => self.run(job, attempt > 1).await,
             Ok(Intake::Handled) => Outcome::Done,
             Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "could not record the update; retrying later");
+                warn!(update_id = envelope.update_id, error = %report(&e), "could not record the update; retrying later");
                 Outcome::retry(e.retry_after(), 1)
             }
         }
@@ -152,7 +153,7 @@ impl Pipeline {
     /// update behind it.
     async fn say(&self, chat: ChatId, text: &str, reply_to: Option<MessageId>) {
         if let Err(e) = self.telegram.send_html(chat, text, reply_to).await {
-            warn!(chat = chat.0, error = %e, "reply not delivered");
+            warn!(chat = chat.0, error = %report(&e), "reply not delivered");
         }
     }
 }

@@ -8,6 +8,7 @@
 use chrono::Utc;
 use std::time::Duration;
 use teledrop_catalog::{Catalog, Notice};
+use teledrop_core::report;
 use teledrop_core::{ChatId, MessageId, UserId};
 use teledrop_telegram::Inbound;
 use tracing::warn;
@@ -40,7 +41,7 @@ pub(crate) async fn due(catalog: &dyn Catalog, user: UserId, notice: Notice) -> 
     match catalog.claim_notice(user, notice, every, Utc::now()).await {
         Ok(due) => due,
         Err(e) => {
-            warn!(user = user.0, notice = notice.as_str(), error = %e, "cannot tell whether a notice is due; not sending it");
+            warn!(user = user.0, notice = notice.as_str(), error = %report(&e), "cannot tell whether a notice is due; not sending it");
             false
         }
     }

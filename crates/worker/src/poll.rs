@@ -9,6 +9,7 @@ use crate::{Intake, Pipeline};
 use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, Envelope};
+use teledrop_core::report;
 use teledrop_telegram::{POLL_TIMEOUT_SECS, Telegram};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -28,7 +29,7 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
             }
             Err(e) => {
                 let wait = e.retry_after().unwrap_or_else(|| backoff.next());
-                error!(error = %e, retry_in = ?wait, "getUpdates failed");
+                error!(error = %report(&e), retry_in = ?wait, "getUpdates failed");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait) => continue,
@@ -46,7 +47,7 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
                         let body = match serde_json::to_vec(&update) {
                             Ok(b) => b,
                             Err(e) => {
-                                error!(update_id, error = %e, "cannot serialise update");
+                                error!(update_id, error = %report(&e), "cannot serialise update");
                                 break;
                             }
                         };
@@ -57,14 +58,14 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
                         tokio::select! {
                             // Recorded but not published: recovery runs it at the next start.
                             _ = shutdown.cancelled() => { offset = Some(update_id + 1); break 'poll; }
-                            r = publish => if let Err(e) = r { warn!(update_id, error = %e, "bus refused a job") },
+                            r = publish => if let Err(e) = r { warn!(update_id, error = %report(&e), "bus refused a job") },
                         }
                         break;
                     }
                     Err(e) => {
                         // Not recorded: do not advance past it.
                         let wait = e.retry_after().unwrap_or_else(|| backoff.next());
-                        error!(update_id, error = %e, retry_in = ?wait, "could not record update");
+                        error!(update_id, error = %report(&e), retry_in = ?wait, "could not record update");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(wait) => {}
@@ -83,7 +84,7 @@ pub async fn run_poller(telegram: Telegram, pipeline: Arc<Pipeline>, bus: Arc<dy
     if let Some(o) = offset
         && let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), telegram.poll(Some(o), 0)).await
     {
-        warn!(error = %e, "could not confirm the last updates; they will be seen again");
+        warn!(error = %report(&e), "could not confirm the last updates; they will be seen again");
     }
 }
 

@@ -8,6 +8,7 @@ use crate::failure::{Fault, QuotaRefusal, Refusal, StepFailure};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use teledrop_catalog::{Catalog, QuotaLock};
+use teledrop_core::report;
 use teledrop_core::{IncomingFile, JobRecord};
 use teledrop_retention::{Incoming, Policy, PolicyEnforcer, QuotaExceeded, QuotaVerdict, quota_lock_scope};
 use tracing::{info, warn};
@@ -147,7 +148,7 @@ impl QuotaGate {
                 if let Some(lock) = lock
                     && let Err(e) = lock.release().await
                 {
-                    warn!(error = %e, "releasing the quota lock failed");
+                    warn!(error = %report(&e), "releasing the quota lock failed");
                 }
                 info!(user = f.user_id.0, "quota taken by files committed meanwhile");
                 Err(Refusal::OverQuota(QuotaRefusal::Exceeded(q)).into())
@@ -169,7 +170,7 @@ impl QuotaGate {
                 "dry run: a quota would have refused this file; accepted"
             );
             if let Err(e) = self.catalog.count_would_reject(&q.policy).await {
-                warn!(policy = %q.policy, error = %e, "could not count a would-be refusal");
+                warn!(policy = %q.policy, error = %report(&e), "could not count a would-be refusal");
             }
         }
     }

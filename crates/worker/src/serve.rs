@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use teledrop_bus::{Bus, Envelope};
 use teledrop_catalog::{CatalogError, Transition};
+use teledrop_core::report;
 use teledrop_core::{JobId, JobRecord, JobState, UserId};
 use teledrop_telegram::{Inbound, Update, parse_update};
 use tokio::sync::Semaphore;
@@ -62,7 +63,7 @@ pub async fn serve(
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(e) => {
-                error!(error = %e, "bus failed; retrying");
+                error!(error = %report(&e), "bus failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -99,7 +100,7 @@ pub async fn serve(
                     o = &mut work => break o,
                     _ = beat.tick() => {
                         if let Err(e) = delivery.settle.in_progress().await {
-                            warn!(update_id, error = %e, "could not extend the delivery");
+                            warn!(update_id, error = %report(&e), "could not extend the delivery");
                         }
                     }
                 }
@@ -115,7 +116,7 @@ pub async fn serve(
             };
             pipeline.metrics().settled(outcome);
             if let Err(e) = settled {
-                warn!(update_id, error = %e, "could not settle a delivery; it will be redelivered");
+                warn!(update_id, error = %report(&e), "could not settle a delivery; it will be redelivered");
             }
         };
         tasks.spawn(task.instrument(span));
@@ -225,7 +226,7 @@ enum Work {
 pub async fn recover_unfinished(pipeline: Arc<Pipeline>, concurrency: usize, shutdown: CancellationToken) {
     match Recovery::prepare(&pipeline).await {
         Ok(r) => r.run(pipeline, concurrency, shutdown).await,
-        Err(e) => error!(error = %e, "cannot read unfinished jobs"),
+        Err(e) => error!(error = %report(&e), "cannot read unfinished jobs"),
     }
 }
 
@@ -245,7 +246,7 @@ impl Pipeline {
         let update: Update = match serde_json::from_slice(&envelope.body) {
             Ok(u) => u,
             Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "dropping an update that does not parse");
+                warn!(update_id = envelope.update_id, error = %report(&e), "dropping an update that does not parse");
                 return Outcome::Drop;
             }
         };
@@ -257,7 +258,7 @@ impl Pipeline {
             },
             Ok(Intake::Handled) => Outcome::Done,
             Err(e) => {
-                warn!(update_id = envelope.update_id, error = %e, "could not record the update; retrying later");
+                warn!(update_id = envelope.update_id, error = %report(&e), "could not record the update; retrying later");
                 Outcome::retry(e.retry_after(), 1)
             }
         }
@@ -273,7 +274,7 @@ impl Pipeline {
                 match catalog.transition(job, back).await {
                     Ok(_) | Err(CatalogError::StateConflict { .. }) => true,
                     Err(e) => {
-                        warn!(job = %job, error = %e, "could not take over a job; trying again in line");
+                        warn!(job = %job, error = %report(&e), "could not take over a job; trying again in line");
                         false
                     }
                 }

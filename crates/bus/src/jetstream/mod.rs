@@ -25,6 +25,7 @@ mod topology;
 
 pub use config::JetStreamConfig;
 pub(crate) use config::redact_url;
+use teledrop_core::{Report, report};
 use topology::{ensure_consumer, ensure_stream};
 
 use crate::{Bus, BusError, Delivery, Envelope, NatsSecurity, Settle, TraceContext};
@@ -254,10 +255,10 @@ impl Inner {
                 Ok(Err(e)) if stream_refused_as_full(&e) => {
                     let backoff = delays.next().unwrap_or(FULL_BACKOFF_MAX);
                     if Instant::now() + backoff >= deadline {
-                        warn!(subject, error = %e, "the stream stayed full for the whole publish timeout");
+                        warn!(subject, error = %report(&e), "the stream stayed full for the whole publish timeout");
                         return Err(BusError::PublishTimeout);
                     }
-                    debug!(subject, error = %e, "stream full; waiting for room");
+                    debug!(subject, error = %report(&e), "stream full; waiting for room");
                     tokio::time::sleep(backoff).await;
                 }
                 Ok(Err(e)) => return Err(BusError::Transport(format!("publishing to {subject}: {e}"))),
@@ -271,7 +272,7 @@ impl Inner {
         let attempt = match message.info() {
             Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
             Err(e) => {
-                warn!(error = %e, "a message without JetStream metadata; counting it as a first delivery");
+                warn!(error = %Report(e.as_ref()), "a message without JetStream metadata; counting it as a first delivery");
                 1
             }
         };
@@ -295,12 +296,12 @@ impl Inner {
         let settled = match moved {
             Ok(_) => message.double_ack_with(AckKind::Term).await,
             Err(e) => {
-                warn!(error = %e, "could not dead-letter a message; it comes back later");
+                warn!(error = %report(&e), "could not dead-letter a message; it comes back later");
                 message.ack_with(AckKind::Nak(Some(self.config.ack_wait))).await
             }
         };
         if let Err(e) = settled {
-            warn!(error = %e, "could not settle a message without an update id");
+            warn!(error = %Report(e.as_ref()), "could not settle a message without an update id");
         }
         None
     }

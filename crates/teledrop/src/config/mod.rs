@@ -173,7 +173,8 @@ mod tests {
         let secret = secret_value("X", None, Some(missing)).unwrap_err();
         let ca = ConfigError::from(CaBundle::load("TELEDROP_CA_FILE", missing).unwrap_err());
         for e in [secret, ca] {
-            let chain = format!("{:#}", anyhow::Error::new(e).context("starting"));
+            let e = anyhow::Error::new(e).context("starting");
+            let chain = teledrop_core::Report(e.as_ref()).to_string();
             assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
         }
     }
