@@ -24,12 +24,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use teledrop_core::report;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teledrop_catalog::{Catalog, CatalogError};
+use teledrop_core::report;
 use teledrop_retention::{
     Policy, PolicyEnforcer, RetentionPolicy, RetentionPolicyStatus, RunCounts, SweepError, SweepReport, UsageStatus,
 };

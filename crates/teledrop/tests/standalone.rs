@@ -354,8 +354,15 @@ fn a_failed_start_prints_each_cause_once() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rfind(|l| l.starts_with("teledrop: ")).unwrap_or_else(|| panic!("{stderr}"));
-    for part in ["connecting to the database", "error communicating with database", "File exists"] {
+    let last = stderr
+        .lines()
+        .rfind(|l| l.starts_with("teledrop: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    for part in [
+        "connecting to the database",
+        "error communicating with database",
+        "File exists",
+    ] {
         assert_eq!(last.matches(part).count(), 1, "{part:?} once in: {last}");
     }
 }
