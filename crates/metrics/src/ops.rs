@@ -18,7 +18,7 @@ use axum::routing::get;
 use futures::future::BoxFuture;
 use http::{HeaderValue, StatusCode, header};
 use prometheus_client::registry::Registry;
-use std::fmt::Display;
+use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,11 +46,11 @@ impl Readiness {
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Display,
+        E: Error + 'static,
     {
         let ping: Ping = Box::new(move || {
             let fut = ping();
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            Box::pin(async move { fut.await.map_err(|e| teledrop_core::report(&e).to_string()) })
         });
         self.checks.push((name, ping));
         self
@@ -142,9 +142,11 @@ mod tests {
         let mut registry = Registry::default();
         registry.register("teledrop_pings", "Pings", counter.clone());
         let readiness = Readiness::new()
-            .check("catalog", || async { Ok::<(), String>(()) })
-            .check("storage", || async { Err::<(), _>("switched off") })
-            .check("bus", || async { Err::<(), _>("gone") });
+            .check("catalog", || async { Ok::<(), std::io::Error>(()) })
+            .check("storage", || async {
+                Err::<(), _>(std::io::Error::other("switched off"))
+            })
+            .check("bus", || async { Err::<(), _>(std::io::Error::other("gone")) });
         let app = ops_router(registry, readiness);
 
         let (status, headers, body) = get(&app, "/healthz").await;
