@@ -14,5 +14,15 @@ source scripts/servers.sh
 command -v wrk >/dev/null || { log "installing wrk"; apt_install wrk; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { log "installing nginx"; apt_install nginx-light || apt_install nginx; }
 export PATH="$PATH:/usr/sbin"
+# download_rate's second reference: FastAPI's FileResponse under uvicorn,
+# in a virtualenv of its own.
+BENCH_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/teledrop/bench-venv
+if [ ! -x "$BENCH_VENV/bin/uvicorn" ]; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || { log "installing python3-venv"; apt_install python3-venv python3-pip; }
+  log "installing fastapi and uvicorn into $BENCH_VENV"
+  python3 -m venv "$BENCH_VENV"
+  "$BENCH_VENV/bin/pip" install -q fastapi 'uvicorn[standard]'
+fi
+export BENCH_PYTHON=$BENCH_VENV/bin/python
 
 cargo bench -p teledrop "$@"

@@ -10,8 +10,7 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::str::FromStr;
 use std::time::Duration;
-use teledrop_core::report;
-use teledrop_core::{FileRecord, LinkRecord, LinkToken};
+use teledrop_core::{FileRecord, LinkRecord, LinkToken, report};
 use teledrop_storage::StorageError;
 
 use crate::conditional::Validators;

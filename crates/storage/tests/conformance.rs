@@ -5,6 +5,9 @@
 //! `scripts/servers.sh` and `backends/`.
 
 mod backends;
+mod scenarios;
+
+use scenarios::put_file::{file_over_its_limits_stores_nothing, file_round_trip};
 
 use std::ops::Range;
 
@@ -595,4 +598,6 @@ conformance!(
     abandoned_upload_is_listed_and_aborted,
     ping_answers,
     clones_share_the_store,
+    file_round_trip,
+    file_over_its_limits_stores_nothing,
 );

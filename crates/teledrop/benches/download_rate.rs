@@ -1,16 +1,20 @@
-//! Small downloads per second: `teledrop standalone` serving a 4 KiB link
-//! against nginx serving the same bytes from disk, side by side in one
-//! run, both loaded by wrk with the same connections and duration.
+//! Downloads per second: `teledrop standalone` serving a link against
+//! nginx and against FastAPI's `FileResponse` under uvicorn (what the bots
+//! this project grew from used), serving the same bytes from disk, in one
+//! run, each loaded by wrk with the same connections and duration.
 //!
 //!     bash scripts/bench.sh --bench download_rate
 //!     bash scripts/bench.sh --bench download_rate -- 4096 65536   # sizes of your choice
+//!     ROUNDS=9 bash scripts/bench.sh --bench download_rate
 //!
-//! Each size is measured at 1 and at 32 connections, alternating
-//! teledrop and nginx twice so that a background hiccup hits both; the
-//! better of each pair is reported with the ratio teledrop / nginx.
-//! nginx runs with `worker_processes auto`, `sendfile`, no access log;
-//! teledrop with its defaults. Needs `wrk` and `nginx` on PATH
-//! (`scripts/bench.sh` installs them).
+//! Each size is measured at 1 and at 32 connections, `ROUNDS` times
+//! (default 5), teledrop then each reference back to back, so that a
+//! background hiccup hits both sides of a pair; the median of the
+//! per-round ratios is reported. nginx runs with `worker_processes auto`,
+//! `sendfile`, no access log; uvicorn with one worker per core, uvloop and
+//! httptools, no access log; teledrop with its defaults. Needs `wrk`,
+//! `nginx` and a Python with FastAPI (`scripts/bench.sh` installs them and
+//! sets `BENCH_PYTHON`).
 
 use std::path::Path;
 use std::process::Command;
@@ -21,7 +25,7 @@ use tg_sim::{FileSpec, Sim, SimConfig};
 mod common;
 
 /// Seconds of load per measurement.
-const SECONDS: u32 = 8;
+const SECONDS: u32 = 5;
 const CONNECTIONS: [u32; 2] = [1, 32];
 
 #[tokio::main]
@@ -85,29 +89,28 @@ async fn main() {
     }
     let nginx_port = free_port();
     let nginx = Nginx::start(dir.path(), &www, nginx_port);
+    let fastapi_port = free_port();
+    let fastapi = FastApi::start(dir.path(), &www, fastapi_port);
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
 
-    println!(
-        "{:>8} {:>5} {:>12} {:>12} {:>7}",
-        "size", "conns", "teledrop/s", "nginx/s", "ratio"
-    );
     for (size, link, name) in &files {
-        let plain = format!("http://127.0.0.1:{nginx_port}/{name}");
+        let nginx_url = format!("http://127.0.0.1:{nginx_port}/{name}");
+        let fastapi_url = format!("http://127.0.0.1:{fastapi_port}/{name}");
         for conns in CONNECTIONS {
-            let (mut ours, mut theirs) = (0f64, 0f64);
-            for _ in 0..2 {
-                ours = ours.max(wrk(link, conns));
-                theirs = theirs.max(wrk(&plain, conns));
+            let mut vs_nginx = common::Rounds::rate("downloads", "req/s");
+            let mut vs_fastapi = common::Rounds::rate("downloads", "req/s");
+            for _ in 0..rounds {
+                let ours = wrk(link, conns);
+                vs_nginx.push(ours, wrk(&nginx_url, conns));
+                let ours = wrk(link, conns);
+                vs_fastapi.push(ours, wrk(&fastapi_url, conns));
             }
-            println!(
-                "{:>8} {:>5} {:>12.0} {:>12.0} {:>6.2}×",
-                size,
-                conns,
-                ours,
-                theirs,
-                ours / theirs
-            );
+            println!("size {size} B, {conns} connections");
+            vs_nginx.print("nginx");
+            vs_fastapi.print("FastAPI");
         }
     }
+    drop(fastapi);
     drop(nginx);
     teledrop.terminate(Duration::from_secs(30)).await;
     sim.shutdown().await;
@@ -136,6 +139,56 @@ fn wrk(url: &str, conns: u32) -> f64 {
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
+}
+
+/// FastAPI's `FileResponse` under uvicorn, one worker per core.
+struct FastApi(std::process::Child);
+
+impl FastApi {
+    fn start(dir: &Path, root: &Path, port: u16) -> FastApi {
+        let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+        let app = dir.join("fileapp.py");
+        std::fs::write(
+            &app,
+            format!(
+                "from fastapi import FastAPI\n\
+                 from fastapi.responses import FileResponse\n\
+                 app = FastAPI()\n\
+                 @app.get('/{{name}}')\n\
+                 async def serve(name: str):\n\
+                 \x20   return FileResponse({root:?} + '/' + name)\n",
+                root = root.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let child = Command::new(python)
+            .current_dir(dir)
+            .args(["-m", "uvicorn", "fileapp:app", "--host", "127.0.0.1", "--no-access-log"])
+            .args(["--port", &port.to_string(), "--workers", &cores.to_string()])
+            .args(["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"])
+            .spawn()
+            .expect("uvicorn starts (run through scripts/bench.sh)");
+        wait_listening(port, "uvicorn");
+        FastApi(child)
+    }
+}
+
+impl Drop for FastApi {
+    /// SIGTERM: uvicorn's supervisor stops its workers too; SIGKILL would
+    /// leave them running.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// nginx in the foreground with a configuration of its own.
@@ -180,11 +233,7 @@ impl Nginx {
             .args(["-g", "daemon off;"])
             .spawn()
             .expect("nginx starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nginx did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, "nginx");
         Nginx {
             master: child,
             prefix,

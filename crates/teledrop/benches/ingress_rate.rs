@@ -3,11 +3,17 @@
 //! fixed offered load.
 //!
 //!     bash scripts/bench.sh --bench ingress_rate
-//!     bash scripts/bench.sh --bench ingress_rate -- 20000 64 1000 10
-//!         # updates for the throughput run, its concurrency, offered rate/s, seconds at that rate
+//!     bash scripts/bench.sh --bench ingress_rate -- 5000 64 1000 10 5
+//!         # updates per throughput round, its concurrency, offered rate/s,
+//!         # seconds at that rate, rounds
 //!
 //! Runs the real binary (release) against a nats-server of its own.
-//! Throughput: `concurrency` clients post distinct updates back to back.
+//! Throughput: `concurrency` clients post distinct updates back to back,
+//! round after round, each round followed by the reference: a plain
+//! JetStream publisher (async-nats, one connection, `concurrency` publishes
+//! in flight, each awaiting its ack) sending the same bodies with their
+//! `Nats-Msg-Id` into the same stream the ingress set up. The median of the
+//! per-round ratios is printed (target ≥ 0.7×).
 //! Latency: an open-loop schedule (request i is sent at t0 + i/rate
 //! whether or not earlier ones have answered), so a stall shows up in the
 //! percentiles instead of slowing the sender down.
@@ -64,7 +70,8 @@ impl Poster {
 async fn main() {
     let args = common::numeric_args();
     let arg = |i: usize, default: u64| args.get(i).copied().unwrap_or(default);
-    let (total, concurrency, rate, seconds) = (arg(0, 20_000), arg(1, 64), arg(2, 1000), arg(3, 10));
+    let (total, concurrency, rate, seconds) = (arg(0, 5_000), arg(1, 64), arg(2, 1000), arg(3, 10));
+    let rounds = arg(4, 5);
 
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -94,31 +101,29 @@ async fn main() {
         poster.post().await.expect("warm-up update accepted");
     }
 
-    // Throughput, closed loop.
-    let started = Instant::now();
-    let remaining = Arc::new(AtomicI64::new(total as i64));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (poster, remaining) = (poster.clone(), remaining.clone());
-        clients.spawn(async move {
-            let mut failures = 0u64;
-            while remaining.fetch_sub(1, Ordering::Relaxed) > 0 {
-                if poster.post().await.is_err() {
-                    failures += 1;
-                }
+    // Throughput, closed loop, against the plain publisher.
+    let publisher = Publisher::connect(&nats.url()).await;
+    let mut compared = common::Rounds::rate("ingress throughput", "upd/s");
+    for _ in 0..rounds {
+        let ours = closed_loop(total, concurrency, {
+            let poster = poster.clone();
+            move || {
+                let poster = poster.clone();
+                async move { poster.post().await.is_ok() }
             }
-            failures
-        });
+        })
+        .await;
+        let reference = closed_loop(total, concurrency, {
+            let publisher = publisher.clone();
+            move || {
+                let publisher = publisher.clone();
+                async move { publisher.publish().await }
+            }
+        })
+        .await;
+        compared.push(ours, reference);
     }
-    let mut failures = 0;
-    while let Some(f) = clients.join_next().await {
-        failures += f.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "throughput: {total} updates, {concurrency} concurrent: {:.0} updates/s accepted ({failures} not accepted)",
-        (total - failures) as f64 / secs
-    );
+    compared.print("publisher");
 
     // Latency at a fixed offered rate, open loop.
     let n = rate * seconds;
@@ -151,4 +156,59 @@ async fn main() {
         ingress.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     ingress.terminate(Duration::from_secs(30)).await;
+}
+
+/// Updates per second that `concurrency` tasks reach sending `total`
+/// between them, each waiting for its answer before the next; a failure
+/// panics (the comparison would mean nothing).
+async fn closed_loop<F, Fut>(total: u64, concurrency: u64, send: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let started = Instant::now();
+    let remaining = Arc::new(AtomicI64::new(total as i64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (send, remaining) = (send.clone(), remaining.clone());
+        tasks.spawn(async move {
+            while remaining.fetch_sub(1, Ordering::Relaxed) > 0 {
+                assert!(send().await, "an update was not accepted");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The reference: what publishing straight to JetStream costs.
+#[derive(Clone)]
+struct Publisher {
+    js: async_nats::jetstream::Context,
+    next_id: Arc<AtomicI64>,
+}
+
+impl Publisher {
+    async fn connect(url: &str) -> Publisher {
+        let client = async_nats::connect(url).await.unwrap();
+        Publisher {
+            js: async_nats::jetstream::new(client),
+            // Far from the ingress's ids: the stream's duplicate window
+            // would otherwise drop them.
+            next_id: Arc::new(AtomicI64::new(1 << 40)),
+        }
+    }
+
+    async fn publish(&self) -> bool {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.to_string());
+        let body = bytes::Bytes::from(update(id));
+        match self.js.publish_with_headers("teledrop.updates", headers, body).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    }
 }

@@ -260,16 +260,30 @@ impl Telegram {
     /// Streams a file's bytes, never holding more than a chunk.
     pub async fn open(&self, file: &RemoteFile) -> Result<ByteStream> {
         if self.local_mode {
-            self.open_local(&file.path).await
+            let f = self.open_local(&file.path).await?;
+            let redactor = self.redactor.clone();
+            let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024)
+                .map_err(move |e| TelegramError::LocalFile(redactor.redact(&format!("reading local file: {e}"))));
+            Ok(stream.boxed())
         } else {
             self.open_http(&file.path).await
         }
     }
 
-    /// Opens a local-mode file, refusing anything but a regular file
+    /// Local mode: the file itself, for a store that can copy it without
+    /// reading it through a stream. Refuses anything but a regular file
     /// beneath `local_dir` (see [`local`]): the path comes from another
     /// process, and whatever we open here ends up behind a public link.
-    async fn open_local(&self, path: &str) -> Result<ByteStream> {
+    pub async fn open_local_file(&self, file: &RemoteFile) -> Result<std::fs::File> {
+        if !self.local_mode {
+            return Err(TelegramError::Config(
+                "TELEGRAM_LOCAL_MODE is off: files come over HTTP".into(),
+            ));
+        }
+        self.open_local(&file.path).await
+    }
+
+    async fn open_local(&self, path: &str) -> Result<std::fs::File> {
         if !Path::new(path).is_absolute() {
             return Err(TelegramError::LocalFile(
                 "local mode expects an absolute file_path; is TELEGRAM_LOCAL_MODE set for a cloud API?".into(),
@@ -304,10 +318,7 @@ impl Telegram {
                 )));
             }
         };
-        let redactor = self.redactor.clone();
-        let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024)
-            .map_err(move |e| TelegramError::LocalFile(redactor.redact(&format!("reading local file: {e}"))));
-        Ok(stream.boxed())
+        Ok(f)
     }
 
     async fn open_http(&self, path: &str) -> Result<ByteStream> {

@@ -7,8 +7,7 @@ use crate::failure::Fault;
 use crate::metrics::Step;
 use crate::outcome::Outcome;
 use crate::replies::{self, FinalOutcome};
-use teledrop_core::report;
-use teledrop_core::{ErrorKind, JobRecord, JobState};
+use teledrop_core::{ErrorKind, JobRecord, JobState, report};
 use tracing::warn;
 
 impl Pipeline {

@@ -11,8 +11,7 @@
 use crate::rate_limit::RateLimit;
 use std::time::Duration;
 use teledrop_catalog::CatalogError;
-use teledrop_core::ErrorKind;
-use teledrop_core::report;
+use teledrop_core::{ErrorKind, report};
 use teledrop_retention::{QuotaExceeded, SweepError};
 use teledrop_storage::StorageError;
 use teledrop_telegram::TelegramError;

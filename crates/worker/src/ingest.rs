@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use teledrop_catalog::{Admission, StoredBlob};
-use teledrop_core::report;
-use teledrop_core::{CLOUD_DOWNLOAD_LIMIT, ErrorKind, JobRecord, MessageId, NewLink, ObjectKey};
+use teledrop_core::{CLOUD_DOWNLOAD_LIMIT, ErrorKind, JobRecord, MessageId, NewLink, ObjectKey, report};
 use teledrop_storage::StorageError;
 use teledrop_telegram::{RemoteFile, TelegramError};
 use tracing::{Instrument, info, warn};
@@ -179,30 +178,38 @@ impl Pipeline {
     ) -> Result<StoredBlob, StepFailure> {
         let f = &job.incoming;
         let opened = Instant::now();
-        let source = self.telegram.open(remote).instrument(download).await?;
         let key = ObjectKey::for_job_upload(job.id);
         let received = Arc::new(AtomicU64::new(0));
-        let progress = StatusEditor::receiving(
-            &self.telegram,
-            f,
-            job.status_message_id,
-            self.config.progress_interval,
-            received.clone(),
-            expected,
-        );
-        let counted = source.map(move |chunk: Result<Bytes, TelegramError>| {
-            if let Ok(b) = &chunk {
-                received.fetch_add(b.len() as u64, Ordering::Relaxed);
-            }
-            chunk
-        });
         let upload = tracing::info_span!("upload", key = %key, bytes = tracing::field::Empty);
-        let uploading = Instant::now();
-        let put = self
-            .storage
-            .put_stream(&key, counted, expected, limit.bytes)
-            .instrument(upload.clone())
-            .await;
+        let (put, progress, uploading) = if self.telegram.local_mode() {
+            // The Bot API server's file is on our disk: the store takes the
+            // file itself (the folder store copies it in the kernel).
+            let source = self.telegram.open_local_file(remote).instrument(download).await?;
+            let progress = self.progress(job, received.clone(), expected);
+            let uploading = Instant::now();
+            let put = self
+                .storage
+                .put_file(&key, source, expected, limit.bytes, received)
+                .instrument(upload.clone())
+                .await;
+            (put, progress, uploading)
+        } else {
+            let source = self.telegram.open(remote).instrument(download).await?;
+            let progress = self.progress(job, received.clone(), expected);
+            let counted = source.map(move |chunk: Result<Bytes, TelegramError>| {
+                if let Ok(b) = &chunk {
+                    received.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+                chunk
+            });
+            let uploading = Instant::now();
+            let put = self
+                .storage
+                .put_stream(&key, counted, expected, limit.bytes)
+                .instrument(upload.clone())
+                .await;
+            (put, progress, uploading)
+        };
         // The upload pulls the download: the download's time is the whole
         // transfer, the upload's the part after the stream opened.
         self.metrics.observe_step(Step::upload, uploading.elapsed());
@@ -223,6 +230,19 @@ impl Pipeline {
             size: put.size,
             sha256: put.sha256,
         })
+    }
+
+    /// Edits the job's status message with the bytes `received` so far,
+    /// until stopped.
+    fn progress(&self, job: &JobRecord, received: Arc<AtomicU64>, expected: Option<u64>) -> StatusEditor {
+        StatusEditor::receiving(
+            &self.telegram,
+            &job.incoming,
+            job.status_message_id,
+            self.config.progress_interval,
+            received,
+            expected,
+        )
     }
 
     /// An earlier attempt that died mid-upload (killed, its node lost) could
@@ -260,7 +280,7 @@ impl Pipeline {
                 // Refused (or not checkable): this attempt's upload is
                 // named by nothing.
                 if fresh && let Err(d) = self.storage.delete(&uploaded).await {
-                    warn!(error = %d, "could not delete a refused upload; orphan collection will");
+                    warn!(error = %report(&d), "could not delete a refused upload; orphan collection will");
                 }
                 return Err(e);
             }

@@ -11,8 +11,7 @@ use crate::replies;
 use std::time::Duration;
 use teledrop_bus::Envelope;
 use teledrop_catalog::{Accepted, Notice};
-use teledrop_core::report;
-use teledrop_core::{ChatId, ErrorKind, MessageId};
+use teledrop_core::{ChatId, ErrorKind, MessageId, report};
 use teledrop_telegram::{Command, Inbound, Update, parse_update};
 use tracing::{info, warn};
 

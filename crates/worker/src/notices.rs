@@ -8,8 +8,7 @@
 use chrono::Utc;
 use std::time::Duration;
 use teledrop_catalog::{Catalog, Notice};
-use teledrop_core::report;
-use teledrop_core::{ChatId, MessageId, UserId};
+use teledrop_core::{ChatId, MessageId, UserId, report};
 use teledrop_telegram::Inbound;
 use tracing::warn;
 

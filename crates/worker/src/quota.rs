@@ -8,8 +8,7 @@ use crate::failure::{Fault, QuotaRefusal, Refusal, StepFailure};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use teledrop_catalog::{Catalog, QuotaLock};
-use teledrop_core::report;
-use teledrop_core::{IncomingFile, JobRecord};
+use teledrop_core::{IncomingFile, JobRecord, report};
 use teledrop_retention::{Incoming, Policy, PolicyEnforcer, QuotaExceeded, QuotaVerdict, quota_lock_scope};
 use tracing::{info, warn};
 

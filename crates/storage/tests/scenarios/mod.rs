@@ -1,0 +1,3 @@
+//! Scenarios that do not fit in `conformance.rs`, by area.
+
+pub mod put_file;
