@@ -25,4 +25,7 @@ if [ ! -x "$BENCH_VENV/bin/uvicorn" ]; then
 fi
 export BENCH_PYTHON=$BENCH_VENV/bin/python
 
+# slow_downloads holds a thousand connections open at once.
+ulimit -n 65536 2>/dev/null || true
+
 cargo bench -p teledrop "$@"

@@ -12,18 +12,17 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use teledrop_core::ObjectKey;
-use tokio::io::AsyncReadExt;
 
 use crate::{ObjectRead, StorageError};
 
-/// Chunk size of streams read from the folder store.
-const READ_CHUNK: usize = 256 * 1024;
 /// Ranges up to this size are read whole in the call that opens the file.
 const SMALL: u64 = 64 * 1024;
 
@@ -83,35 +82,130 @@ pub(crate) fn local_error(path: &std::path::Path, e: std::io::Error) -> StorageE
     })
 }
 
-/// Reads `range` of an open local file in large chunks, failing if the file
-/// turns out shorter than announced.
+/// Bytes all streams of the folder store read ahead of their readers,
+/// together: each stream's chunk is this divided by the number of streams
+/// open, within [`MIN_CHUNK`]..=[`MAX_CHUNK`]. One download reads 1 MiB at
+/// a time (few hops to the blocking pool); a thousand slow ones hold
+/// 32 KiB each instead of a gigabyte between them.
+const READ_BUDGET: usize = 16 << 20;
+const MIN_CHUNK: usize = 32 << 10;
+const MAX_CHUNK: usize = 1 << 20;
+
+/// Streams of the folder store currently open.
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one open stream while it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> Self {
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+        OpenStream
+    }
+
+    fn chunk(&self) -> usize {
+        (READ_BUDGET / OPEN_STREAMS.load(Ordering::Relaxed).max(1)).clamp(MIN_CHUNK, MAX_CHUNK)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads `range` of an open local file in chunks sized by [`READ_BUDGET`],
+/// failing if the file turns out shorter than announced. Each chunk is one
+/// positional read on the blocking pool straight into the buffer that is
+/// sent: nothing is buffered twice or read before it is asked for.
 pub(crate) fn chunked(
-    mut file: std::fs::File,
+    file: std::fs::File,
     path: PathBuf,
     range: Range<u64>,
 ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-    // lseek only moves the offset: no I/O to keep off the runtime.
-    file.seek(SeekFrom::Start(range.start))
-        .map_err(|e| local_error(&path, e))?;
-    let reader = tokio::fs::File::from_std(file).take(range.end - range.start);
-    let state = (reader, range.end - range.start, path);
-    Ok(stream::try_unfold(state, |(mut reader, remaining, path)| async move {
-        if remaining == 0 {
+    let state = (Arc::new(file), range, Arc::new(path), OpenStream::new());
+    Ok(stream::try_unfold(state, |(file, range, path, open)| async move {
+        if range.start == range.end {
             return Ok(None);
         }
-        let want = remaining.min(READ_CHUNK as u64) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        let n = reader.read_buf(&mut buf).await.map_err(|e| local_error(&path, e))?;
-        if n == 0 {
+        let want = ((range.end - range.start) as usize).min(open.chunk());
+        let (reader, at, where_) = (file.clone(), range.start, path.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(want);
+            // `take` + `read_to_end` fills the capacity without zeroing it.
+            PositionedReader(&reader, at)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map(|_| buf)
+        })
+        .await
+        .map_err(|e| local_error(&where_, std::io::Error::other(e)))?;
+        let buf = read.map_err(|e| local_error(&path, e))?;
+        if buf.is_empty() {
             return Err(local_error(
                 &path,
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    format!("file ended {remaining} bytes early"),
+                    format!("file ended {} bytes early", range.end - range.start),
                 ),
             ));
         }
-        Ok(Some((buf.freeze(), (reader, remaining - n as u64, path))))
+        let next = range.start + buf.len() as u64..range.end;
+        Ok(Some((Bytes::from(buf), (file, next, path, open))))
     })
     .boxed())
+}
+
+/// `Read` at an offset of a shared file (`pread`), moving the offset on.
+struct PositionedReader<'a>(&'a std::fs::File, u64);
+
+impl Read for PositionedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.0, buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[test]
+    fn many_open_streams_read_small_chunks() {
+        // Other tests may open streams meanwhile: they only make it smaller.
+        let many: Vec<OpenStream> = (0..READ_BUDGET / MIN_CHUNK + 1).map(|_| OpenStream::new()).collect();
+        assert_eq!(many[0].chunk(), MIN_CHUNK);
+        assert!(many[0].chunk() * many.len() <= READ_BUDGET + MIN_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn a_range_streams_whole_and_a_short_file_fails() {
+        let data: Vec<u8> = (0..3 * MAX_CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obj");
+        std::fs::write(&path, &data).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+        let range = 7..data.len() as u64 - 3;
+        let chunks: Vec<Bytes> = chunked(open(), path.clone(), range.clone())
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(chunks.iter().all(|c| c.len() <= MAX_CHUNK));
+        assert_eq!(chunks.concat(), &data[7..data.len() - 3]);
+        // Announced longer than the file is.
+        let past = 0..data.len() as u64 + 10;
+        let err = chunked(open(), path.clone(), past)
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(report_text(&err).contains("early"), "{err:?}");
+    }
+
+    fn report_text(e: &StorageError) -> String {
+        teledrop_core::report(e).to_string()
+    }
 }

@@ -32,10 +32,18 @@ use teledrop_testkit::process::{Proc, free_port};
 const SECRET: &str = "bench_webhook-Secret";
 
 fn update(id: i64) -> String {
-    let chat = 100_000 + id % 1000;
+    update_with(
+        &id.to_string(),
+        &(100_000 + id % 1000).to_string(),
+        &(1000 + id).to_string(),
+    )
+}
+
+/// An update's JSON with `id`, `chat` and `size` written in as given (so
+/// that `%d` makes it a format template for wrk's Lua).
+fn update_with(id: &str, chat: &str, size: &str) -> String {
     format!(
-        r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1763769600,"chat":{{"id":{chat},"type":"private","first_name":"Bench"}},"from":{{"id":{chat},"is_bot":false,"first_name":"Bench"}},"document":{{"file_id":"BQACAgIAAxkBAAI{id}","file_unique_id":"AgAD{id}","file_name":"report-{id}.pdf","mime_type":"application/pdf","file_size":{size}}}}}}}"#,
-        size = 1000 + id
+        r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1763769600,"chat":{{"id":{chat},"type":"private","first_name":"Bench"}},"from":{{"id":{chat},"is_bot":false,"first_name":"Bench"}},"document":{{"file_id":"BQACAgIAAxkBAAI{id}","file_unique_id":"AgAD{id}","file_name":"report-{id}.pdf","mime_type":"application/pdf","file_size":{size}}}}}}}"#
     )
 }
 
@@ -101,18 +109,15 @@ async fn main() {
         poster.post().await.expect("warm-up update accepted");
     }
 
-    // Throughput, closed loop, against the plain publisher.
+    // Throughput, closed loop, against the plain publisher. wrk posts the
+    // updates: a load generator in this process would take as much CPU
+    // as the ingress it loads, on the same 2 cores.
+    let script = dir.path().join("updates.lua");
+    std::fs::write(&script, wrk_script()).unwrap();
     let publisher = Publisher::connect(&nats.url()).await;
     let mut compared = common::Rounds::rate("ingress throughput", "upd/s");
-    for _ in 0..rounds {
-        let ours = closed_loop(total, concurrency, {
-            let poster = poster.clone();
-            move || {
-                let poster = poster.clone();
-                async move { poster.post().await.is_ok() }
-            }
-        })
-        .await;
+    for round in 0..rounds {
+        let ours = wrk_post(&poster.url, &script, concurrency, round + 1);
         let reference = closed_loop(total, concurrency, {
             let publisher = publisher.clone();
             move || {
@@ -156,6 +161,60 @@ async fn main() {
         ingress.peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
     ingress.terminate(Duration::from_secs(30)).await;
+}
+
+/// Seconds of wrk load per round.
+const WRK_SECONDS: u32 = 5;
+
+/// A wrk script posting distinct updates (ids from `base` × 10^9 on, a
+/// range per wrk thread), as `update` writes them.
+fn wrk_script() -> String {
+    let template = update_with("%d", "%d", "%d");
+    format!(
+        r#"local counter = 0
+function setup(thread)
+  thread:set("first", counter)
+  counter = counter + 1
+end
+function init(args)
+  id = (tonumber(args[1]) * 1000 + first) * 1000000
+end
+function request()
+  id = id + 1
+  local chat = 100000 + id % 1000
+  local body = string.format('{template}', id, id, chat, chat, id, id, id, 1000 + id)
+  return wrk.format("POST", nil, {{["X-Telegram-Bot-Api-Secret-Token"] = "{SECRET}", ["Content-Type"] = "application/json"}}, body)
+end
+"#
+    )
+}
+
+/// Updates per second wrk gets accepted, posting with `script`; panics on
+/// any answer but 200.
+fn wrk_post(url: &str, script: &Path, conns: u64, base: u64) -> f64 {
+    let out = std::process::Command::new("wrk")
+        .args([
+            format!("-t{}", conns.min(2)),
+            format!("-c{conns}"),
+            format!("-d{WRK_SECONDS}s"),
+        ])
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .args(["--", &base.to_string()])
+        .output()
+        .expect("wrk runs (scripts/bench.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(e) = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+    {
+        panic!("wrk saw errors: {e}\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
 }
 
 /// Updates per second that `concurrency` tasks reach sending `total`

@@ -1,8 +1,12 @@
-//! Files per second through 1 and 3 `teledrop worker`s, for small files.
+//! Files per second through 1, 2 and 4 `teledrop worker`s, for small files.
 //!
 //!     bash scripts/bench.sh --bench worker_rate
 //!     bash scripts/bench.sh --bench worker_rate -- 600 16384 1 3 6
 //!         # files, bytes per file, then worker counts to try
+//!     LATENCY_MS=50 bash scripts/bench.sh --bench worker_rate
+//!         # every Bot API call and download answered 50 ms late, like
+//!         # Telegram's: workers wait on I/O rather than CPU, so the curve
+//!         # shows how they scale out, even on 2 cores
 //!
 //! Each run: tg-sim pushes `files` documents (from 30 users) through the
 //! real `teledrop ingress` into a fresh JetStream stream while no worker
@@ -36,19 +40,80 @@ async fn main() {
     let size = args.get(1).copied().unwrap_or(16 * 1024);
     let mut worker_counts: Vec<u64> = args.iter().skip(2).copied().collect();
     if worker_counts.is_empty() {
-        worker_counts = vec![1, 3];
+        worker_counts = vec![1, 2, 4];
     }
+    let latency = Duration::from_millis(
+        std::env::var("LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let nats = NatsServer::start().await;
+    // One worker against the minimal client with as many files in flight
+    // (TELEDROP_WORKER_CONCURRENCY's default), round after round.
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut compared = common::Rounds::rate("small files, 1 worker", "files/s");
+    for _ in 0..rounds {
+        let ours = run(&nats, files, size, 1, latency).await;
+        compared.push(ours, reference(files, size, latency).await);
+    }
+    compared.print("minimal client");
+
+    let mut first: Option<f64> = None;
     for workers in worker_counts {
-        run(&nats, files, size, workers as usize).await;
+        let rate = run(&nats, files, size, workers as usize, latency).await;
+        let base = *first.get_or_insert(rate / workers as f64);
+        println!(
+            "{workers} worker(s), Bot API latency {latency:?}: {rate:.1} files/s, {:.2}× one worker's rate per worker",
+            rate / workers as f64 / base
+        );
     }
 }
 
-async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
+/// Files per second the minimal client reaches (see `common::minimal`)
+/// against a simulator and a database like the workers'.
+async fn reference(files: u64, size: u64, latency: Duration) -> f64 {
     let dir = tempfile::tempdir().unwrap();
+    let sim = sim_with(latency).await;
+    let ctl = sim.control();
+    let mut sent = Vec::new();
+    for n in 0..files {
+        let user = (n as i64 % USERS) + 1;
+        sent.push((
+            ctl.send_file(FileSpec::document(user, size, n)).await.unwrap().file_id,
+            user,
+        ));
+    }
+    let database = teledrop_testkit::postgres::fresh_database().await;
+    let rate = common::minimal::run(
+        &sim.base_url(),
+        sim.token(),
+        sent,
+        4,
+        &dir.path().join("objects"),
+        &database,
+    )
+    .await;
+    sim.shutdown().await;
+    rate
+}
+
+async fn sim_with(latency: Duration) -> Sim {
     let sim = Sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    let faults = tg_sim::Faults {
+        latency: [("*".to_owned(), latency), ("download".to_owned(), latency)].into(),
+        ..Default::default()
+    };
+    sim.control().set_faults(faults).await.unwrap();
+    sim
+}
+
+/// Files per second through `workers` workers.
+async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize, latency: Duration) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim_with(latency).await;
     let suffix = teledrop_testkit::unique_suffix();
     let ingress_port = free_port();
     let env: Vec<(&str, String)> = vec![
@@ -103,12 +168,9 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize) {
             .unwrap_or_else(|e| panic!("{e}\n{}", procs.iter().map(Proc::log_text).collect::<String>()));
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "{workers} worker(s): {files} files of {size} B in {secs:.2} s = {:.1} files/s",
-        files as f64 / secs
-    );
     for p in procs.iter_mut().chain([&mut ingress]) {
         p.terminate(START).await;
     }
     sim.shutdown().await;
+    files as f64 / secs
 }

@@ -22,6 +22,7 @@
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::io;
@@ -35,6 +36,10 @@ use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// See `max_buf_size` in [`serve`]: 16 KiB of request head is twice what
+/// nginx allows by default.
+const HTTP1_BUFFER: usize = 16 * 1024;
 
 /// Concurrent HTTP/2 streams per connection.
 pub const H2_MAX_STREAMS: u32 = 100;
@@ -87,6 +92,12 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // hyper queues up to this much of a response before it stops
+        // polling the body (and a request's head must fit in it). Its
+        // default, ~400 KiB, held for every slow reader of a download is
+        // what made 1,000 slow downloads cost a gigabyte; the body's own
+        // chunk is queued whole regardless, so fast readers lose nothing.
+        .max_buf_size(HTTP1_BUFFER)
         .keep_alive(true);
     builder
         .http2()

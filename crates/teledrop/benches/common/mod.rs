@@ -110,3 +110,4 @@ pub fn median(sorted: &[f64]) -> f64 {
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
+pub mod minimal;
