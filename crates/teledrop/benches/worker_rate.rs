@@ -26,7 +26,12 @@ use tg_sim::{ChatLog, FileSpec, Sim, SimConfig};
 
 const SECRET: &str = "bench_webhook-Secret";
 const BIN: &str = env!("CARGO_BIN_EXE_teledrop");
-const USERS: i64 = 30;
+/// Senders the files come from (`USERS`, default 30). tg-sim, like
+/// Telegram, lets a bot send about one message per second into a chat, so
+/// the users bound the rate: give the scale-out run more of them.
+fn users() -> i64 {
+    std::env::var("USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(30)
+}
 const START: Duration = Duration::from_secs(60);
 
 fn links(log: &ChatLog) -> usize {
@@ -78,7 +83,7 @@ async fn reference(files: u64, size: u64, latency: Duration) -> f64 {
     let ctl = sim.control();
     let mut sent = Vec::new();
     for n in 0..files {
-        let user = (n as i64 % USERS) + 1;
+        let user = (n as i64 % users()) + 1;
         sent.push((
             ctl.send_file(FileSpec::document(user, size, n)).await.unwrap().file_id,
             user,
@@ -145,7 +150,7 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize, latency: 
     // Queue every file while no worker runs.
     let ctl = sim.control();
     for n in 0..files {
-        let user = (n as i64 % USERS) + 1;
+        let user = (n as i64 % users()) + 1;
         ctl.send_file(FileSpec::document(user, size, n)).await.unwrap();
     }
     let accepted = teledrop_testkit::poll_until(START, || async {
@@ -161,8 +166,8 @@ async fn run(nats: &NatsServer, files: u64, size: u64, workers: usize, latency: 
         let p = Proc::spawn(&format!("worker{i}"), bin, &["worker"], &env, dir.path());
         procs.push(p);
     }
-    for user in 1..=USERS.min(files as i64) {
-        let want = (files as i64 - user) / USERS + 1;
+    for user in 1..=users().min(files as i64) {
+        let want = (files as i64 - user) / users() + 1;
         ctl.wait_for(user, Duration::from_secs(600), |l| links(l) as i64 >= want)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", procs.iter().map(Proc::log_text).collect::<String>()));

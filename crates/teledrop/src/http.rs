@@ -98,6 +98,10 @@ pub async fn serve(
         // what made 1,000 slow downloads cost a gigabyte; the body's own
         // chunk is queued whole regardless, so fast readers lose nothing.
         .max_buf_size(HTTP1_BUFFER)
+        // Queue the body's chunks and write them with writev rather than
+        // copying each into one flat buffer first (which then keeps the
+        // largest chunk's capacity for the connection's life).
+        .writev(true)
         .keep_alive(true);
     builder
         .http2()
